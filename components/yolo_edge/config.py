@@ -1,0 +1,228 @@
+"""The component's one configuration object.
+
+Keys keep the public sample's names (`event_topic`, `output_topic`, `camera_id`, `model_loc`,
+`MODEL_HEIGHT`, `MODEL_WIDTH`) so its users can migrate. Greengrass stores numbers as strings (and
+sometimes hands back floats), so every numeric or boolean field accepts both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used. Names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"config key {key!r}: invalid value {value!r}; allowed: {allowed}")
+
+
+TASKS = ("auto", "detect", "segment", "classify")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _as_str(key: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(key, value, "a string")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Greengrass may hand "0" back as 0.0
+    return str(value).strip()
+
+
+def _as_topic(key: str, value: Any) -> str:
+    topic = _as_str(key, value)
+    if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 256:
+        raise ConfigError(key, value, "a non-empty MQTT topic of at most 256 bytes without wildcards + or #")
+    return topic
+
+
+def _as_number(key: str, value: Any, cast: Callable[[Any], float | int]) -> float | int:
+    if isinstance(value, bool):
+        raise ConfigError(key, value, "a number")
+    try:
+        number = cast(float(value)) if cast is int else cast(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(key, value, "a number") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(key, value, "a finite number")
+    if cast is int and float(value) != number:
+        raise ConfigError(key, value, "a whole number")
+    return number
+
+
+def _ranged(cast: Callable[[Any], float | int], low: float, high: float) -> Callable[[str, Any], Any]:
+    def parse(key: str, value: Any) -> float | int:
+        number = _as_number(key, value, cast)
+        if not low <= number <= high:
+            raise ConfigError(key, value, f"a number from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(key, value, "true or false")
+
+
+def _as_input_size(key: str, value: Any) -> int:
+    size = _ranged(int, 32, 4096)(key, value)
+    if size % 32:
+        raise ConfigError(key, value, "a multiple of 32 (the YOLO stride) from 32 to 4096")
+    return int(size)
+
+
+def _as_device(key: str, value: Any) -> str:
+    device = _as_str(key, value).lower()
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ConfigError(key, value, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _as_task(key: str, value: Any) -> str:
+    task = _as_str(key, value).lower()
+    if task not in TASKS:
+        raise ConfigError(key, value, " | ".join(TASKS))
+    return task
+
+
+def _as_model_loc(key: str, value: Any) -> str:
+    text = _as_str(key, value)
+    if not text:
+        raise ConfigError(key, value, "a path to a .pt, .onnx, .engine or .trt model file")
+    return text
+
+
+def _as_source(key: str, value: Any) -> str:
+    text = _as_str(key, value)
+    if not text:
+        raise ConfigError(key, value, "a camera index, a video file, an image folder or a stream URL")
+    return text
+
+
+def _key(name: str, parse: Callable[[str, Any], Any], doc: str) -> dict[str, Any]:
+    return {"key": name, "parse": parse, "doc": doc}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated configuration. Build it with `Config.from_mapping`; field metadata documents each key."""
+
+    event_topic: str = field(default="inference/input", metadata=_key(
+        "event_topic", _as_topic, "MQTT topic the component listens on for start/pause/stop commands"))
+    output_topic: str = field(default="inference/output", metadata=_key(
+        "output_topic", _as_topic, "MQTT topic for frame, state, error and summary messages"))
+    camera_id: str = field(default="0", metadata=_key(
+        "camera_id", _as_source, "camera index (\"0\"), video file, image folder, or rtsp/http(s) URL"))
+    model_loc: str = field(default="models/yolov8n.onnx", metadata=_key(
+        "model_loc", _as_model_loc, "model file: .onnx, .pt, .engine or .trt; relative paths are taken "
+        "from the working directory"))
+    model_height: int = field(default=640, metadata=_key(
+        "MODEL_HEIGHT", _as_input_size, "model input height in pixels (multiple of 32); a fixed-shape "
+        "model's own size wins"))
+    model_width: int = field(default=640, metadata=_key(
+        "MODEL_WIDTH", _as_input_size, "model input width in pixels (multiple of 32)"))
+    conf_threshold: float = field(default=0.25, metadata=_key(
+        "conf_threshold", _ranged(float, 0.0, 1.0), "minimum detection score, 0..1"))
+    iou_threshold: float = field(default=0.7, metadata=_key(
+        "iou_threshold", _ranged(float, 0.0, 1.0), "IoU above which NMS suppresses a box of the same class"))
+    max_det: int = field(default=300, metadata=_key(
+        "max_det", _ranged(int, 1, 1000), "most detections kept per frame"))
+    task: str = field(default="auto", metadata=_key(
+        "task", _as_task, "expected task; 'auto' takes it from the model metadata, anything else must match"))
+    device: str = field(default="auto", metadata=_key(
+        "device", _as_device, "'auto' (GPU when present), 'cpu', 'cuda' or 'cuda:N'"))
+    half: bool = field(default=False, metadata=_key(
+        "half", _as_bool, "FP16 inference where the backend supports it (PyTorch on CUDA)"))
+    max_publish_rate: float = field(default=20.0, metadata=_key(
+        "max_publish_rate", _ranged(float, 0.0, 1000.0), "most frame messages published per second; "
+        "0 = no cap. Frames not published still count in FPS and summaries"))
+    frames_per_message: int = field(default=1, metadata=_key(
+        "frames_per_message", _ranged(int, 1, 100), "frames batched into one published message"))
+    summary_interval_s: float = field(default=10.0, metadata=_key(
+        "summary_interval_s", _ranged(float, 0.0, 86400.0), "seconds between summary messages while "
+        "running; 0 = only at stop"))
+    loop_source: bool = field(default=False, metadata=_key(
+        "loop_source", _as_bool, "restart a video file or image folder at its end instead of going idle"))
+    publish_detections: bool = field(default=True, metadata=_key(
+        "publish_detections", _as_bool, "include the detections list in frame messages"))
+    threads: int = field(default=0, metadata=_key(
+        "threads", _ranged(int, 0, 256), "CPU threads for the runtime; 0 = runtime default"))
+
+    @classmethod
+    def keys(cls) -> dict[str, dataclasses.Field]:
+        """Public key name -> dataclass field."""
+        return {f.metadata["key"]: f for f in fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: Config | None = None) -> Config:
+        """Validate `values` (public key names) over `base` (defaults when None).
+
+        Unknown keys raise, except `accessControl` and other Greengrass-owned keys, which are ignored.
+        """
+        if not isinstance(values, Mapping):
+            raise ConfigError("<root>", values, "an object of configuration keys")
+        known = cls.keys()
+        lowered = {name.lower(): name for name in known}
+        parsed: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            if raw_key in IGNORED_KEYS:
+                continue
+            name = raw_key if raw_key in known else lowered.get(str(raw_key).lower())
+            if name is None:
+                raise ConfigError(raw_key, value, "one of " + ", ".join(sorted(known)))
+            spec = known[name]
+            parsed[spec.name] = spec.metadata["parse"](name, value)
+        return dataclasses.replace(base or cls(), **parsed)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Public key name -> value, as a recipe's DefaultConfiguration holds it."""
+        return {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) asked for by the configuration."""
+        return self.model_height, self.model_width
+
+
+IGNORED_KEYS = frozenset({"accessControl"})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML file of configuration keys. Accepts a recipe-style wrapper too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--config", str(path), f"a readable JSON or YAML file ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError("--config", str(path), f"valid JSON or YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("--config", str(path), "a mapping of configuration keys")
+    # Allow pasting the recipe's ComponentConfiguration.DefaultConfiguration block as it is.
+    for wrapper in ("ComponentConfiguration", "DefaultConfiguration"):
+        if set(data) == {wrapper}:
+            data = data[wrapper]
+    return data

@@ -1,0 +1,105 @@
+"""A loaded model plus the task's pre/post-processing: frame in, detections out, each stage timed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import processing
+from .backends import Backend, BackendOptions, ModelInfo, load_backend
+from .config import Config
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.7
+    max_det: int = 300
+    top_k: int = 5
+
+    @classmethod
+    def from_config(cls, config: Config) -> PostprocessSettings:
+        return cls(config.conf_threshold, config.iou_threshold, config.max_det)
+
+
+@dataclass
+class Prepared:
+    """A frame ready for inference."""
+
+    frame: np.ndarray
+    tensor: np.ndarray
+    geometry: processing.Letterbox
+    preprocess_ms: float
+
+
+@dataclass
+class Prediction:
+    result: processing.Detections | processing.Classification
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+class Predictor:
+    """Runs one backend with the shared numpy pipeline. Not thread-safe: one owner at a time, except
+    that `prepare` (pure, with its own buffers) may run on another thread than `infer_and_decode`."""
+
+    def __init__(self, backend: Backend, settings: PostprocessSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self._dtype = np.float16 if backend.info.input_dtype == "float16" else np.float32
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    def prepare(self, frame: np.ndarray, buffers: dict | None = None) -> Prepared:
+        start = time.perf_counter()
+        tensor, geometry = processing.preprocess(frame, self.info.input_shape, self._dtype, buffers)
+        return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)
+
+    def infer_and_decode(self, prepared: Prepared) -> Prediction:
+        start = time.perf_counter()
+        outputs = self.backend.infer(prepared.tensor)
+        inferred = time.perf_counter()
+        result = self.decode(outputs, prepared.geometry)
+        done = time.perf_counter()
+        return Prediction(result, prepared.preprocess_ms, (inferred - start) * 1000, (done - inferred) * 1000)
+
+    def predict(self, frame: np.ndarray) -> Prediction:
+        return self.infer_and_decode(self.prepare(frame))
+
+    def decode(self, outputs: list[np.ndarray], geometry: processing.Letterbox
+               ) -> processing.Detections | processing.Classification:
+        s = self.settings
+        task = self.info.task
+        if task == "classify":
+            return processing.top_k(outputs[0], s.top_k)
+        if task == "detect":
+            return processing.postprocess_detect(outputs[0], geometry, self.info.num_classes or
+                                                 _classes_from_output(outputs[0], 0),
+                                                 s.conf_threshold, s.iou_threshold, s.max_det)
+        if task == "segment":
+            return processing.postprocess_segment(outputs, geometry, self.info.num_classes or
+                                                  _classes_from_output(outputs[0], outputs[1].shape[1]),
+                                                  s.conf_threshold, s.iou_threshold, s.max_det)
+        raise ValueError(f"task {task!r} is not supported")
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _classes_from_output(output: np.ndarray, num_masks: int) -> int:
+    return output.shape[-2] - 4 - num_masks
+
+
+def load_predictor(config: Config) -> Predictor:
+    """Load `config.model_loc` with the backend its extension selects."""
+    options = BackendOptions(config.device, config.half, config.threads, config.input_size, config.task)
+    return Predictor(load_backend(config.model_loc, options), PostprocessSettings.from_config(config))

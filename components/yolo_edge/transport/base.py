@@ -1,0 +1,30 @@
+"""The one interface the component talks through, whatever carries the messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+CommandHandler = Callable[[bytes], None]
+"""Called with each raw payload that arrives on the input topic. Must only enqueue work."""
+
+
+class TransportError(RuntimeError):
+    """A publish or subscribe that did not go through (disconnected, rejected, too large)."""
+
+
+class Transport(Protocol):
+    name: str
+
+    def start(self, input_topic: str, on_command: CommandHandler) -> None:
+        """Connect and subscribe to `input_topic`; commands are handed to `on_command`."""
+
+    def set_input_topic(self, topic: str) -> None:
+        """Move the subscription to another topic (configuration change)."""
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish one message; raises TransportError when it cannot be handed over."""
+
+    def connected(self) -> bool: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,127 @@
+"""Shared test fixtures: random-weights models exported for real, a real Mosquitto, real videos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+MODEL_CACHE = Path(os.environ.get("YOLO_EDGE_TEST_CACHE", Path.home() / ".cache" / "yolo-edge-tests"))
+
+
+def asset_images() -> list[Path]:
+    """Ultralytics' packaged real images (bus.jpg, zidane.jpg)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec and spec.origin, "ultralytics is needed for its packaged images"
+    assets = Path(spec.origin).parent / "assets"
+    return sorted(assets.glob("*.jpg"))
+
+
+def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (480, 640), fps: float = 30.0) -> Path:
+    """A real MJPG .avi made with OpenCV: a window sliding over the packaged images."""
+    h, w = size
+    sources = [cv2.imread(str(p)) for p in asset_images()]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for i in range(frames):
+        image = sources[(i // 10) % len(sources)]
+        scale = max(h / image.shape[0], w / image.shape[1]) * 1.2
+        big = cv2.resize(image, None, fx=scale, fy=scale)
+        dx = int((big.shape[1] - w) * (i % 10) / 10)
+        writer.write(np.ascontiguousarray(big[:h, dx:dx + w]))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_model() -> Callable[..., Path]:
+    """random_model(task="detect", imgsz=640, fmt="onnx", class_bias=-1.0) -> cached model file.
+
+    Models are built from Ultralytics' bundled YAMLs with random weights (fixed seed) and exported
+    for real; they are cached across runs, keyed by the Ultralytics version.
+    """
+    import ultralytics
+
+    from yolo_edge.modelgen import make_random_model
+
+    def get(task: str = "detect", imgsz: int | tuple[int, int] = 640, fmt: str = "onnx",
+            class_bias: float | None = -1.0) -> Path:
+        size = imgsz if isinstance(imgsz, int) else f"{imgsz[0]}x{imgsz[1]}"
+        key = f"{ultralytics.__version__}-{task}-{size}-{fmt}-{class_bias}"
+        directory = MODEL_CACHE / key
+        done = directory / "DONE"
+        if done.exists():
+            return Path(done.read_text().strip())
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        path = make_random_model(directory, task, imgsz if isinstance(imgsz, int) else tuple(imgsz), fmt,
+                                 class_bias=class_bias)
+        done.write_text(str(path))
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "sample.avi", frames=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    """A real Mosquitto on 127.0.0.1; can be stopped and restarted on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.log = workdir / "mosquitto.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([binary, "-c", str(self.conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    instance = Broker(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()
