@@ -1,0 +1,74 @@
+"""Parse command payloads from the input topic into typed commands or typed errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+ACTIONS = ("start", "pause", "stop")
+MAX_COMMAND_BYTES = 4096
+MAX_REQUEST_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class Command:
+    action: str  # start | pause | stop
+    request_id: str | None = None
+
+
+class CommandError(ValueError):
+    """A payload that is not a valid command. `code` is stable; `message` says what was wrong."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        super().__init__(message)
+
+
+def _preview(payload: bytes, limit: int = 80) -> str:
+    text = payload[:limit].decode("utf-8", errors="replace")
+    return text + ("…" if len(payload) > limit else "")
+
+
+def parse_command(payload: bytes | str) -> Command:
+    """`{"status": "start" | "pause" | "stop"}` (case-insensitive, extra fields allowed).
+
+    An optional string `request_id` is echoed in the state or error message that answers it.
+    """
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", errors="replace")
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise CommandError("payload_too_large", f"command payload is {len(payload)} bytes; "
+                           f"the limit is {MAX_COMMAND_BYTES} bytes")
+    if not payload.strip():
+        raise CommandError("empty_payload", 'command payload is empty; expected {"status": "start"}')
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("not_utf8", f"command payload is not UTF-8 text: {_preview(payload)!r}") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise CommandError("invalid_json", f"command payload is not valid JSON ({message}): "
+                           f"{_preview(payload)!r}") from None
+    if not isinstance(data, dict):
+        raise CommandError("not_an_object", f"command must be a JSON object like {{\"status\": \"start\"}}, "
+                           f"got a JSON {type(data).__name__ if data is not None else 'null'}")
+    request_id = data.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_CHARS):
+        raise CommandError("invalid_request_id", f"field 'request_id' must be a string of at most "
+                           f"{MAX_REQUEST_ID_CHARS} characters, got {_preview(json.dumps(request_id).encode())}")
+    if "status" not in data:
+        raise CommandError("missing_status", "command has no 'status' field; expected one of "
+                           + ", ".join(ACTIONS), request_id)
+    status = data["status"]
+    if not isinstance(status, str):
+        raise CommandError("invalid_status_type", f"field 'status' must be a string, got "
+                           f"{json.dumps(status)[:80]}", request_id)
+    action = status.strip().lower()
+    if action not in ACTIONS:
+        raise CommandError("unknown_status", f"field 'status' is {status[:80]!r}; expected one of "
+                           + ", ".join(ACTIONS), request_id)
+    return Command(action, request_id)

@@ -1,0 +1,150 @@
+"""Every message the component publishes on `output_topic`, in one place.
+
+Types: `frame` (one inferred frame), `frames` (a batch of frame messages), `state` (a state change
+or command acknowledgement), `error` (a bad command, a model or source failure), `summary` (counts and
+latency percentiles of the current run), `status` (source or connection events). Every message has
+`type`, `timestamp` (ISO-8601 UTC), and `thing` (the Greengrass thing name, when known).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from .backends import ModelInfo
+from .processing import Classification, Detections
+
+MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _envelope(kind: str, **fields: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": kind, "schema": SCHEMA_VERSION, "timestamp": utc_now()}
+    thing = os.environ.get("AWS_IOT_THING_NAME")
+    if thing:
+        message["thing"] = thing
+    message.update(fields)
+    return message
+
+
+def model_block(info: ModelInfo) -> dict[str, Any]:
+    return {"name": info.name, "format": info.format, "task": info.task,
+            "input_size": list(info.input_shape), "runtime": info.runtime, "device": info.device}
+
+
+def _r(value: float, digits: int = 3) -> float:
+    return round(float(value), digits)
+
+
+def detections_list(result: Detections, info: ModelInfo) -> list[dict[str, Any]]:
+    boxes = np.round(result.boxes.astype(np.float64), 1).tolist()
+    scores = np.round(result.scores.astype(np.float64), 4).tolist()
+    out = []
+    for i, (box, score, class_id) in enumerate(zip(boxes, scores, result.class_ids.tolist(), strict=True)):
+        item: dict[str, Any] = {"class_id": class_id, "label": info.label(class_id), "score": score, "box": box}
+        if result.masks is not None:
+            item["polygon"] = np.round(np.asarray(result.masks[i], np.float64), 1).tolist()
+        out.append(item)
+    return out
+
+
+def classes_list(result: Classification, info: ModelInfo) -> list[dict[str, Any]]:
+    return [{"class_id": c, "label": info.label(c), "score": round(s, 5)}
+            for c, s in zip(result.class_ids.tolist(), result.scores.astype(np.float64).tolist(), strict=True)]
+
+
+def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[int, int],
+                  result: Detections | Classification, preprocess_ms: float, inference_ms: float,
+                  postprocess_ms: float, fps: float, frame_age_ms: float | None = None,
+                  include_detections: bool = True) -> dict[str, Any]:
+    message = _envelope(
+        "frame", seq=seq, source=source, frame_shape=list(frame_shape), model=model_block(info),
+        latency_ms={"preprocess": _r(preprocess_ms), "inference": _r(inference_ms),
+                    "postprocess": _r(postprocess_ms),
+                    "total": _r(preprocess_ms + inference_ms + postprocess_ms)},
+        fps=_r(fps, 2))
+    if frame_age_ms is not None:
+        message["frame_age_ms"] = _r(frame_age_ms, 1)
+    if isinstance(result, Classification):
+        message["classes"] = classes_list(result, info) if include_detections else []
+    else:
+        message["detection_count"] = len(result)
+        message["detections"] = detections_list(result, info) if include_detections else []
+    message["truncated"] = False
+    return message
+
+
+def frames_message(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several frame messages in one publish (config `frames_per_message`)."""
+    return _envelope("frames", count=len(frames), frames=frames)
+
+
+def state_message(state: str, previous: str, reason: str, request_id: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    message = _envelope("state", state=state, previous=previous, reason=reason)
+    if request_id is not None:
+        message["request_id"] = request_id
+    message.update(extra)
+    return message
+
+
+def error_message(code: str, message: str, request_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    body = _envelope("error", code=code, message=message)
+    if request_id is not None:
+        body["request_id"] = request_id
+    body.update(extra)
+    return body
+
+
+def status_message(event: str, message: str, **extra: Any) -> dict[str, Any]:
+    return _envelope("status", event=event, message=message, **extra)
+
+
+def summary_message(*, state: str, info: ModelInfo | None, source: str, frames: int, published: int,
+                    not_published: int, fps: float, latency: dict[str, dict[str, float]],
+                    elapsed_s: float, final: bool, **extra: Any) -> dict[str, Any]:
+    return _envelope("summary", state=state, final=final, model=model_block(info) if info else None,
+                     source=source, frames=frames, frames_published=published,
+                     frames_not_published=not_published, fps=_r(fps, 2), elapsed_s=_r(elapsed_s, 2),
+                     latency_ms=latency, **extra)
+
+
+def encode(message: dict[str, Any], limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """JSON bytes under `limit`. Oversized frame messages drop detections from the end (lowest scores)
+    and set `truncated: true` with the count kept; other messages must never be that large."""
+    payload = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    if len(payload) <= limit:
+        return payload
+    if message.get("type") == "frames":
+        frames = message["frames"]
+        return encode({**message, "frames": [_fit(f, limit // max(len(frames), 1)) for f in frames]}, limit)
+    if message.get("type") == "frame":
+        return json.dumps(_fit(message, limit), separators=(",", ":")).encode()
+    raise ValueError(f"{message.get('type')} message is {len(payload)} bytes, over the {limit}-byte limit")
+
+
+def _fit(frame: dict[str, Any], limit: int) -> dict[str, Any]:
+    key = "classes" if "classes" in frame else "detections"
+    items = frame.get(key, [])
+    low, high = 0, len(items)
+    trimmed = {**frame, "truncated": True}
+    # Binary search for the most items that fit; items are sorted best score first.
+    while low < high:
+        mid = (low + high + 1) // 2
+        trimmed[key] = items[:mid]
+        if len(json.dumps(trimmed, separators=(",", ":")).encode()) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    trimmed[key] = items[:low]
+    if len(items) > low:
+        return trimmed
+    return frame
