@@ -48,19 +48,20 @@ def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (480, 640),
 
 @pytest.fixture(scope="session")
 def random_model() -> Callable[..., Path]:
-    """random_model(task="detect", imgsz=640, fmt="onnx", class_bias=-1.0) -> cached model file.
+    """random_model(task="detect", imgsz=640, fmt="onnx", class_bias=-3.0) -> cached model file.
 
-    Models are built from Ultralytics' bundled YAMLs with random weights (fixed seed) and exported
-    for real; they are cached across runs, keyed by the Ultralytics version.
+    Models are built from Ultralytics' bundled YAMLs with random weights (fixed seed, batch-norm
+    calibrated on real images so outputs depend on the image; see yolo_edge.modelgen) and exported
+    for real; they are cached across runs, keyed by the Ultralytics version and the recipe below.
     """
     import ultralytics
 
     from yolo_edge.modelgen import make_random_model
 
     def get(task: str = "detect", imgsz: int | tuple[int, int] = 640, fmt: str = "onnx",
-            class_bias: float | None = -1.0) -> Path:
+            class_bias: float | None = -3.0) -> Path:
         size = imgsz if isinstance(imgsz, int) else f"{imgsz[0]}x{imgsz[1]}"
-        key = f"{ultralytics.__version__}-{task}-{size}-{fmt}-{class_bias}"
+        key = f"v2-{ultralytics.__version__}-{task}-{size}-{fmt}-{class_bias}"
         directory = MODEL_CACHE / key
         done = directory / "DONE"
         if done.exists():

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from yolo_edge.commands import MAX_COMMAND_BYTES, Command, CommandError, parse_command
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from yolo_edge.app import Component
 from yolo_edge.config import Config
 from yolo_edge.predictor import load_predictor

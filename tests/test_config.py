@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from yolo_edge.config import Config, ConfigError, load_config_file
 
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from yolo_edge import messages
 from yolo_edge.backends import ModelInfo
 from yolo_edge.metrics import RollingFPS, RunStats, percentiles

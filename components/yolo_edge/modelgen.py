@@ -1,9 +1,14 @@
 """Build YOLO models from Ultralytics' bundled architectures (random weights) and export them.
 
-Used by `yolo-edge demo`, the export command and the tests: no weights are ever downloaded. A
-random-weights model scores every class near 0.5 or near 0, so `boost_class_bias` shifts the class
-head's biases to make it produce dozens of boxes per frame, which is what equivalence tests and
-realistic post-processing timings need. Imports Ultralytics (and so torch) lazily.
+Used by `yolo-edge demo`, the export command and the tests: no weights are ever downloaded.
+
+Straight from its architecture a YOLO network's activations shrink layer after layer until every
+output is the same whatever the image (scores differ by ~1e-7), which makes detections meaningless
+and comparisons between runtimes fragile. So the batch-norm statistics are first calibrated on real
+images (Ultralytics' packaged bus.jpg and zidane.jpg): each layer then sees unit-variance inputs and
+the outputs depend on the image, like a trained model's do. `class_bias` then sets how many boxes
+pass the usual thresholds (-3: hundreds of candidates and up to max_det boxes on bus.jpg).
+Imports Ultralytics (and so torch) lazily.
 """
 
 from __future__ import annotations
@@ -24,11 +29,51 @@ def offline_guards() -> None:
     os.environ.setdefault("ULTRALYTICS_SYNC", "False")
 
 
-def build_model(architecture: str = "yolov8n.yaml", seed: int = 0, class_bias: float | None = -1.0):
+def _calibration_batch(size: int = 320):
+    """Real images (letterboxed, plus mirrored copies) as a float tensor batch."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from .processing import letterbox
+
+    try:
+        import ultralytics
+
+        assets = Path(ultralytics.__file__).parent / "assets"
+        images = [cv2.imread(str(p)) for p in sorted(assets.glob("*.jpg"))]
+    except ImportError:
+        images = []
+    images = [im for im in images if im is not None]
+    if not images:  # no packaged images: smooth random scenes still calibrate the statistics
+        rng = np.random.default_rng(0)
+        images = [cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), np.uint8), (0, 0), 8) for _ in range(2)]
+    images += [im[:, ::-1] for im in images]
+    boxed = [letterbox(np.ascontiguousarray(im), (size, size))[0][..., ::-1] for im in images]
+    return torch.from_numpy(np.stack(boxed).transpose(0, 3, 1, 2).copy()).float() / 255
+
+
+def calibrate_batchnorm(model, batch) -> None:
+    """Set every BatchNorm's running statistics to those of `batch` (one forward in train mode)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: one batch sets the statistics exactly
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    model.eval()
+
+
+def build_model(architecture: str = "yolov8n.yaml", seed: int = 0, class_bias: float | None = -3.0,
+                calibrate: bool = True):
     """An Ultralytics YOLO object with random weights from a bundled architecture YAML.
 
-    `class_bias` (detect/segment heads) sets every class-logit bias so that random features give
-    scores spread around sigmoid(class_bias); None keeps Ultralytics' initialisation.
+    `calibrate` sets batch-norm statistics from real images so outputs depend on the image;
+    `class_bias` (detect/segment heads) then sets every class-logit bias; None keeps Ultralytics'
+    initialisation (which detects nothing).
     """
     offline_guards()
     import torch
@@ -37,6 +82,8 @@ def build_model(architecture: str = "yolov8n.yaml", seed: int = 0, class_bias: f
     torch.manual_seed(seed)
     with contextlib.redirect_stdout(io.StringIO()):
         yolo = YOLO(architecture)
+    if calibrate:
+        calibrate_batchnorm(yolo.model, _calibration_batch())
     head = yolo.model.model[-1]
     if class_bias is not None and hasattr(head, "cv3"):
         with torch.no_grad():
@@ -74,7 +121,7 @@ def export_model(checkpoint: str | Path, fmt: str = "onnx", imgsz: int | tuple[i
 
 
 def make_random_model(directory: str | Path, task: str = "detect", imgsz: int | tuple[int, int] = 640,
-                      fmt: str = "onnx", seed: int = 0, class_bias: float | None = -1.0) -> Path:
+                      fmt: str = "onnx", seed: int = 0, class_bias: float | None = -3.0) -> Path:
     """Build, save and export a random-weights YOLOv8n for `task`; returns the exported file."""
     directory = Path(directory)
     stem = Path(ARCHITECTURES[task]).stem
