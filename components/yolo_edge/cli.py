@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "yolo_edge.cli_run",
     "yolo_edge.demo",
     "yolo_edge.export",
+    "yolo_edge.bench",
 )
 
 log = logging.getLogger("yolo_edge")

@@ -203,7 +203,8 @@ class Config:
         return self.model_height, self.model_width
 
 
-IGNORED_KEYS = frozenset({"accessControl"})
+# Greengrass-owned keys, and recipe keys used only by the Install step (install_extras).
+IGNORED_KEYS = frozenset({"accessControl", "install_extras"})
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

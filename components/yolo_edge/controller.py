@@ -1,8 +1,10 @@
 """The single owner of the component's state: idle → running ⇄ paused → idle.
 
-Commands and configuration updates arrive on one queue (transports only enqueue). The controller
-thread owns the model, the frame feeder and the run statistics; nothing else mutates them. When
-idle or paused it blocks on the queue, so it uses no CPU.
+Commands, configuration updates and live-source events arrive on one queue (transports and the
+source reader only enqueue). The controller thread owns the model, the frame feeder and the run
+statistics; nothing else mutates them. When idle or paused it blocks on the queue, so it uses no
+CPU. Nothing that goes wrong in a command, a model or a source stops this thread: each failure is
+published as an error message and the component stays controllable.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .config import Config, ConfigError
 from .metrics import RollingFPS, RunStats
 from .pipeline import FeedItem, FrameFeeder
 from .predictor import PostprocessSettings, Predictor, load_predictor
-from .sources import FrameSource, SourceError, open_source
+from .sources import FrameSource, SourceError, SourceEvent, open_source
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ Emit = Callable[[dict[str, Any]], None]
 MODEL_KEYS = ("model_loc", "model_height", "model_width", "device", "half", "threads", "task")
 SOURCE_KEYS = ("camera_id", "loop_source")
 FEED_TIMEOUT_S = 0.2
+# Error replies: a burst of ERROR_BURST, then ERROR_RATE_PER_S; the rest are counted, not published.
+ERROR_BURST = 20
+ERROR_RATE_PER_S = 1.0
 
 
 class State(str, Enum):
@@ -56,6 +61,39 @@ class _ShutdownEvent:
     reason: str
 
 
+@dataclass(frozen=True)
+class _SourceEvent:
+    source: FrameSource
+    event: SourceEvent
+
+
+class ErrorLimiter:
+    """Token bucket for error replies, so a flood of bad commands cannot flood the output topic."""
+
+    def __init__(self, burst: int = ERROR_BURST, rate_per_s: float = ERROR_RATE_PER_S) -> None:
+        self.burst = max(1, burst)
+        self.rate_per_s = rate_per_s
+        self._tokens = float(self.burst)
+        self._updated: float | None = None
+        self.suppressed = 0  # since the last error that was published
+        self.suppressed_total = 0
+
+    def allow(self, now: float) -> bool:
+        if self._updated is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.rate_per_s)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.suppressed += 1
+        self.suppressed_total += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        count, self.suppressed = self.suppressed, 0
+        return count
+
+
 class PublishGate:
     """Caps frame messages per second; frames over the cap are counted, not published."""
 
@@ -75,7 +113,9 @@ class Controller:
     def __init__(self, config: Config, emit: Emit,
                  predictor_factory: Callable[[Config], Predictor] = load_predictor,
                  source_factory: Callable[[str, bool], FrameSource] = open_source,
-                 on_input_topic: Callable[[str], None] | None = None) -> None:
+                 on_input_topic: Callable[[str], None] | None = None, *,
+                 error_burst: int = ERROR_BURST, error_rate_per_s: float = ERROR_RATE_PER_S,
+                 summary_extras: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config = config
         self._emit = emit
         self._predictor_factory = predictor_factory
@@ -84,6 +124,7 @@ class Controller:
         self._events: queue.Queue = queue.Queue()
         self.state = State.IDLE
         self.predictor: Predictor | None = None
+        self._model_config: Config | None = None  # the configuration `predictor` was loaded with
         self.feeder: FrameFeeder | None = None
         self.stats = RunStats()
         self.fps = RollingFPS()
@@ -93,16 +134,25 @@ class Controller:
         self._last_summary = 0.0
         self._done = threading.Event()
         self.commands_rejected = 0
+        self.source_outages = 0
+        self._errors = ErrorLimiter(error_burst, error_rate_per_s)
+        self._summary_extras = summary_extras
 
     # ---- called from other threads: only enqueue ----
     def submit_command(self, payload: bytes) -> None:
-        self._events.put(_CommandEvent(bytes(payload)))
+        self._put(_CommandEvent(bytes(payload)))
 
     def submit_config(self, values: dict[str, Any]) -> None:
-        self._events.put(_ConfigEvent(dict(values)))
+        self._put(_ConfigEvent(dict(values)))
 
     def request_shutdown(self, reason: str = "shutdown") -> None:
-        self._events.put(_ShutdownEvent(reason))
+        self._put(_ShutdownEvent(reason))
+
+    def _put(self, event: object) -> None:
+        self._events.put(event)
+        feeder = self.feeder
+        if feeder is not None:
+            feeder.wake()  # events go before the next frame: a pause stops before one more inference
 
     def wait_done(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -111,18 +161,32 @@ class Controller:
     def run(self) -> None:
         try:
             self._emit_state(State.IDLE, State.IDLE, "component started")
-            self._ensure_model()
+            self._guarded(self._ensure_model)
             while True:
                 event = self._next_event()
-                if event is None:
-                    self._step()
-                elif isinstance(event, _ShutdownEvent):
-                    self._shutdown(event.reason)
+                if isinstance(event, _ShutdownEvent):
+                    self._guarded(self._shutdown, event.reason)
                     return
+                if event is None:
+                    self._guarded(self._step)
                 else:
-                    self._handle(event)
+                    self._guarded(self._handle, event)
         finally:
             self._done.set()
+
+    def _guarded(self, action: Callable[..., Any], *args: Any) -> None:
+        """Run one unit of work; an unexpected exception ends the run, never the controller thread."""
+        try:
+            action(*args)
+        except Exception as exc:  # noqa: BLE001 - the thread must survive anything a model or source does
+            log.exception("internal error")
+            self._error("internal_error", f"unexpected {type(exc).__name__}: {exc}")
+            if self.state is not State.IDLE:
+                try:
+                    self._finish_run("internal error", error=exc)
+                except Exception:  # noqa: BLE001
+                    log.exception("could not end the run cleanly")
+                    self.feeder, self.state = None, State.IDLE
 
     def _next_event(self) -> object | None:
         """Block while idle or paused; while running, return None when there is a frame to do."""
@@ -140,11 +204,36 @@ class Controller:
             except CommandError as exc:
                 self.commands_rejected += 1
                 log.warning("rejected command: %s", exc.message)
-                self._emit(messages.error_message(exc.code, exc.message, exc.request_id))
+                self._error(exc.code, exc.message, exc.request_id)
                 return
             self._command(command)
         elif isinstance(event, _ConfigEvent):
             self._reconfigure(event.values)
+        elif isinstance(event, _SourceEvent):
+            self._source_event(event)
+
+    def _error(self, code: str, message: str, request_id: str | None = None, **extra: Any) -> None:
+        """Publish an error reply, unless the error budget is spent (then it is only counted)."""
+        if not self._errors.allow(time.monotonic()):
+            log.debug("error reply suppressed (rate limit): %s", message)
+            return
+        suppressed = self._errors.take_suppressed()
+        if suppressed:
+            extra["suppressed"] = suppressed  # errors not published since the previous error message
+        self._emit(messages.error_message(code, message, request_id, **extra))
+
+    def _source_event(self, item: _SourceEvent) -> None:
+        if self.feeder is None or item.source is not self.feeder.source:
+            return  # from a source this run has already closed
+        event = item.event
+        if event.kind == "lost":
+            self.source_outages += 1
+            self._emit(messages.status_message("source_lost", event.message, camera_id=self.config.camera_id,
+                                               state=self.state.value, **event.details))
+        elif event.kind == "restored":
+            self._emit(messages.status_message("source_restored", event.message,
+                                               camera_id=self.config.camera_id, state=self.state.value,
+                                               **event.details))
 
     def _command(self, command: Command) -> None:
         state, rid = self.state, command.request_id
@@ -165,49 +254,83 @@ class Controller:
             elif state is State.PAUSED:
                 self._emit_state(state, state, "already paused", rid, changed=False)
             else:
-                self._emit(messages.error_message("invalid_transition", "cannot pause: the component is "
-                                                  "idle; send start first", rid, state=state.value))
+                self._error("invalid_transition", "cannot pause: the component is idle; send start first", rid,
+                            state=state.value)
         elif command.action == "stop":
             if state is State.IDLE:
                 self._emit_state(state, state, "already idle", rid, changed=False)
             else:
                 self._finish_run("stop command", rid)
 
-    def _ensure_model(self) -> bool:
-        if self.predictor is not None:
+    def _model_is_current(self) -> bool:
+        """True when the loaded model is the one the configuration names (with the same options)."""
+        loaded = self._model_config
+        return self.predictor is not None and loaded is not None and all(
+            getattr(loaded, key) == getattr(self.config, key) for key in MODEL_KEYS)
+
+    def _ensure_model(self, request_id: str | None = None, keep_previous: bool = False) -> bool:
+        """Load the configured model unless it is loaded already; on failure publish why and return False.
+
+        A model loaded earlier from another configuration is released first, so its memory is free
+        for the new one, unless `keep_previous` (a swap during a run: the old model keeps running
+        until the new one is ready, and stays if the new one fails).
+        """
+        if self._model_is_current():
             return True
+        previous = self.predictor
+        if previous is not None and not keep_previous:
+            self.predictor, self._model_config = None, None
+            previous.close()
+            previous = None
+        config = self.config
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            self.predictor = self._predictor_factory(self.config)
-            info = self.predictor.info
-            log.info("loaded %s (%s, %s, %s) in %.2f s", info.name, info.format, info.task, info.runtime,
-                     time.perf_counter() - started)
-            self._emit(messages.status_message("model_loaded", f"loaded {info.name}",
-                                               model=messages.model_block(info),
-                                               load_s=round(time.perf_counter() - started, 3)))
-            return True
-        except (ModelLoadError, ConfigError, ValueError, OSError, RuntimeError) as exc:
-            log.error("model load failed: %s", exc)
-            self._emit(messages.error_message("model_load_failed", str(exc), model_loc=self.config.model_loc))
+            predictor = self._predictor_factory(config)
+        except Exception as exc:  # noqa: BLE001 - whatever a backend raises, the component stays up
+            cause = _load_failure_cause(exc)
+            log.error("cannot load model %s: %s", config.model_loc, cause)
+            extra: dict[str, Any] = {"model_loc": config.model_loc, "cause": cause}
+            if previous is not None:
+                extra["running_model"] = previous.info.name
+            self._error("model_load_failed", f"cannot load model {config.model_loc}: {cause} (the next start "
+                        "or configuration change tries again)", request_id, **extra)
             return False
+        if previous is not None:
+            previous.close()
+        self.predictor, self._model_config = predictor, config
+        info = predictor.info
+        load_s = time.perf_counter() - started
+        log.info("loaded %s (%s, %s, %s) in %.2f s", info.name, info.format, info.task, info.runtime, load_s)
+        self._emit(messages.status_message("model_loaded", f"loaded {info.name}", model=messages.model_block(info),
+                                           model_loc=config.model_loc, load_s=round(load_s, 3)))
+        return True
 
     def _start(self, request_id: str | None) -> None:
-        if not self._ensure_model():
+        if not self._ensure_model(request_id):
             return
         assert self.predictor is not None
         try:
             source = self._source_factory(self.config.camera_id, self.config.loop_source)
         except (SourceError, OSError) as exc:
-            self._emit(messages.error_message("source_open_failed", str(exc), request_id,
-                                              camera_id=self.config.camera_id))
+            self._error("source_open_failed", str(exc), request_id, camera_id=self.config.camera_id)
             return
-        self.feeder = FrameFeeder(source, self.predictor.prepare).start()
+        self.feeder = self._new_feeder(source)
         now = time.monotonic()
         self.stats.reset(now)
         self.fps.reset()
+        self.source_outages = 0
         self._last_summary = now
         self.state = State.RUNNING
-        self._emit_state(State.RUNNING, State.IDLE, "start command", request_id, source=source.description)
+        self._emit_state(State.RUNNING, State.IDLE, "start command", request_id, source=source.description,
+                         model=self.predictor.info.name)
+
+    def _new_feeder(self, source: FrameSource, paused: bool = False) -> FrameFeeder:
+        assert self.predictor is not None
+        feeder = FrameFeeder(source, self.predictor.prepare,
+                             on_source_event=lambda event: self._put(_SourceEvent(source, event)))
+        if paused:
+            feeder.pause()
+        return feeder.start()
 
     def _resume(self, request_id: str | None) -> None:
         assert self.feeder is not None
@@ -235,8 +358,7 @@ class Controller:
         if item.end:
             if item.error is not None:
                 log.error("source failed: %s", item.error)
-                self._emit(messages.error_message("source_failed", str(item.error),
-                                                  camera_id=self.config.camera_id))
+                self._error("source_failed", str(item.error), camera_id=self.config.camera_id)
                 self._finish_run("source failed", error=item.error)
             else:
                 self._finish_run("source ended")
@@ -250,7 +372,10 @@ class Controller:
             prediction = self.predictor.infer_and_decode(item.prepared)
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the component
             log.exception("inference failed")
-            self._emit(messages.error_message("inference_failed", f"{self.predictor.info.name}: {exc}"))
+            cause = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
+            self._error("inference_failed", f"inference with {self.predictor.info.name} failed: {cause}; "
+                        "the run has stopped, send start to try again", model_loc=self.config.model_loc,
+                        cause=cause)
             self._finish_run("inference failed", error=exc)
             return
         now = time.monotonic()
@@ -289,9 +414,19 @@ class Controller:
     def _emit_summary(self, final: bool) -> None:
         self._last_summary = time.monotonic()
         feeder = self.feeder
-        extra = {}
+        extra: dict[str, Any] = {"errors_suppressed": self._errors.suppressed_total}
         if feeder is not None:
-            extra = {"frames_read": feeder.frames_read, "frames_dropped_stale": feeder.frames_dropped}
+            extra.update(frames_read=feeder.frames_read, frames_dropped_stale=feeder.frames_dropped)
+            if feeder.source.live:
+                extra.update(source_outages=self.source_outages,
+                             source_connected=bool(getattr(feeder.source, "connected", True)))
+        if self._model_config is not None and not self._model_is_current():
+            extra["configured_model_loc"] = self.config.model_loc  # running an older model (see model_kept)
+        if self._summary_extras is not None:
+            try:
+                extra.update(self._summary_extras())
+            except Exception:  # noqa: BLE001 - counters from other parts must not break the summary
+                log.exception("summary extras failed")
         self._emit(messages.summary_message(
             state=self.state.value, info=self.predictor.info if self.predictor else None,
             source=feeder.source.description if feeder else self.config.camera_id,
@@ -309,7 +444,7 @@ class Controller:
         try:
             new = Config.from_mapping(values)
         except ConfigError as exc:
-            self._emit(messages.error_message("invalid_config", str(exc), key=exc.key))
+            self._error("invalid_config", str(exc), key=exc.key)
             return
         old = self.config
         changed = [f.name for f in dataclasses.fields(Config) if getattr(old, f.name) != getattr(new, f.name)]
@@ -329,20 +464,21 @@ class Controller:
         self._emit(messages.status_message("config_applied", "configuration updated", changed=changed))
 
     def _swap_model(self, old_config: Config) -> None:
-        """Load the new model between frames; keep the old one if the new one fails."""
+        """Load the newly configured model between frames. During a run the old model keeps running
+        until the new one is ready, and keeps running if it fails (a later start retries the new one)."""
+        running = self.state is not State.IDLE
         previous = self.predictor
-        self.predictor = None
-        if self._ensure_model():
-            if previous is not None:
-                previous.close()
-            if self.feeder is not None:
+        if self._ensure_model(keep_previous=running):
+            if self.feeder is not None and self.predictor is not previous:
                 # Frames already prepared for the old input size must be prepared again.
                 self._restart_source()
             return
-        self.predictor = previous
-        if previous is not None:
-            self._emit(messages.status_message("model_kept", f"still running {previous.info.name} "
-                                               f"({old_config.model_loc})"))
+        if running and previous is not None:
+            self._emit(messages.status_message(
+                "model_kept", f"still running {previous.info.name} ({old_config.model_loc}); the configured "
+                f"model {self.config.model_loc} could not be loaded and is retried at the next start",
+                running_model=previous.info.name, running_model_loc=old_config.model_loc,
+                configured_model_loc=self.config.model_loc))
 
     def _restart_source(self) -> None:
         paused = self.state is State.PAUSED
@@ -353,17 +489,23 @@ class Controller:
         try:
             source = self._source_factory(self.config.camera_id, self.config.loop_source)
         except (SourceError, OSError) as exc:
-            self._emit(messages.error_message("source_open_failed", str(exc), camera_id=self.config.camera_id))
-            previous, self.state = self.state, State.IDLE
-            self._emit_state(State.IDLE, previous, "source could not be opened")
+            self._error("source_open_failed", str(exc), camera_id=self.config.camera_id)
+            self._finish_run("source could not be opened", error=exc)
             return
-        self.feeder = FrameFeeder(source, self.predictor.prepare)
-        if paused:
-            self.feeder.pause()
-        self.feeder.start()
+        self.feeder = self._new_feeder(source, paused)
 
     def _shutdown(self, reason: str) -> None:
         if self.state is not State.IDLE:
             self._finish_run(reason)
         if self.predictor is not None:
             self.predictor.close()
+            self.predictor = None
+
+
+def _load_failure_cause(exc: BaseException) -> str:
+    """What went wrong loading a model, in words an operator can act on."""
+    if isinstance(exc, ModelLoadError):
+        return exc.cause
+    if isinstance(exc, MemoryError):
+        return f"out of memory while loading ({str(exc) or 'MemoryError'}); free memory or use a smaller model"
+    return f"{type(exc).__name__}: {exc}"

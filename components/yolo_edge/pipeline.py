@@ -1,9 +1,11 @@
 """The frame feeder: reads and preprocesses frames on its own thread so that decoding and
 letterboxing of frame N+1 overlap inference of frame N.
 
-Files and folders lose no frame (the feeder waits for room). Live sources keep only the newest
-frames: when inference falls behind, the oldest prepared frame is dropped and counted, so results
-are never computed on a stale backlog.
+Files and folders lose no frame (the feeder waits for room). Live sources keep their own newest
+frame (see `sources.LiveSource`); the feeder holds at most one prepared live frame, taken from the
+source only when there is room for it, so inference never works through a stale backlog. Frames
+the source overwrote unread, and prepared frames that a pause made stale, count as
+`frames_dropped`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .predictor import Prepared
-from .sources import FrameSource
+from .sources import FrameSource, SourceEvent
 
 log = logging.getLogger(__name__)
+
+FILE_DEPTH = 2  # prepared frames waiting for inference, file sources
+LIVE_DEPTH = 1  # live sources: one frame ready, taken as late as possible
 
 
 @dataclass
@@ -29,7 +34,7 @@ class FeedItem:
 
     prepared: Prepared | None = None
     index: int = 0
-    captured_at: float = 0.0  # time.monotonic() when the frame was read
+    captured_at: float = 0.0  # time.monotonic() when the frame was read from the device or file
     end: bool = False
     error: Exception | None = None
 
@@ -38,19 +43,28 @@ class FrameFeeder:
     """Owns the source while running: only the feeder thread reads it; `stop()` closes it."""
 
     def __init__(self, source: FrameSource, prepare: Callable[[np.ndarray, dict], Prepared],
-                 depth: int = 2) -> None:
+                 depth: int | None = None, on_source_event: Callable[[SourceEvent], None] | None = None) -> None:
         self.source = source
         self._prepare = prepare
-        self._depth = depth
+        self._depth = depth or (LIVE_DEPTH if source.live else FILE_DEPTH)
         self._items: deque[FeedItem] = deque()
         self._cond = threading.Condition()
         self._running = True
         self._paused = False
+        self._woken = False
+        self._resumed_at = 0.0
+        self._stale = 0
         # Buffers for letterbox/tensor reuse: one per slot in flight (queued + being filled + in use).
-        self._buffers = [dict() for _ in range(depth + 2)]
+        self._buffers = [dict() for _ in range(self._depth + 2)]
         self.frames_read = 0
-        self.frames_dropped = 0
+        if on_source_event is not None and hasattr(source, "on_event"):
+            source.on_event = on_source_event
         self._thread = threading.Thread(target=self._run, name="frame-feeder", daemon=True)
+
+    @property
+    def frames_dropped(self) -> int:
+        """Live frames never inferred because newer ones replaced them."""
+        return self._stale + int(getattr(self.source, "frames_skipped", 0))
 
     def start(self) -> FrameFeeder:
         self._thread.start()
@@ -59,25 +73,46 @@ class FrameFeeder:
     def pause(self) -> None:
         with self._cond:
             self._paused = True
+        if hasattr(self.source, "pause"):
+            self.source.pause()
 
     def resume(self) -> None:
+        if hasattr(self.source, "resume"):
+            self.source.resume()
         with self._cond:
             self._paused = False
+            if self.source.live:
+                # A frame prepared before the pause is as old as the pause: drop it.
+                self._resumed_at = time.monotonic()
+                self._stale += sum(1 for item in self._items if item.prepared is not None)
+                self._items = deque(item for item in self._items if item.prepared is None)
             self._cond.notify_all()
 
     def get(self, timeout: float) -> FeedItem | None:
-        """The next item, or None when nothing arrived within `timeout` seconds."""
+        """The next item, or None when nothing arrived within `timeout` seconds or `wake()` was
+        called (the consumer has something else to do first)."""
         with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
+            self._cond.wait_for(lambda: self._items or self._woken, timeout)
+            if self._woken or not self._items:
+                self._woken = False
                 return None
             item = self._items.popleft()
             self._cond.notify_all()
             return item
 
+    def wake(self) -> None:
+        """Make a waiting (or the next) `get()` return None at once."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
     def stop(self, timeout: float = 3.0) -> None:
         with self._cond:
             self._running = False
             self._cond.notify_all()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:
+            interrupt()  # a live read can block for as long as the source is down
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -88,16 +123,15 @@ class FrameFeeder:
             log.exception("closing source %s failed", self.source.description)
 
     def _push(self, item: FeedItem) -> bool:
-        """Queue `item`; False once stopped. Live frames replace the oldest when full."""
+        """Queue `item` once there is room (end items need none); False once stopped."""
         with self._cond:
-            if self.source.live and item.prepared is not None:
-                while len(self._items) >= self._depth and self._running:
-                    self._items.popleft()
-                    self.frames_dropped += 1
-            else:
+            if item.prepared is not None:
                 self._cond.wait_for(lambda: len(self._items) < self._depth or not self._running)
             if not self._running:
                 return False
+            if self.source.live and item.prepared is not None and item.captured_at < self._resumed_at:
+                self._stale += 1  # read before a pause that has ended since
+                return True
             self._items.append(item)
             self._cond.notify_all()
             return True
@@ -107,15 +141,22 @@ class FrameFeeder:
             self._cond.wait_for(lambda: not self._paused or not self._running)
             return self._running
 
+    def _wait_for_room(self) -> bool:
+        """Live sources: read only when the frame can be queued at once, so it is as new as can be."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._items) < self._depth or not self._running)
+            return self._running
+
     def _run(self) -> None:
         index = 0
-        while self._wait_unpaused():
+        live = self.source.live
+        while self._wait_unpaused() and (not live or self._wait_for_room()):
             try:
                 frame = self.source.read()
             except Exception as exc:  # noqa: BLE001 - any source failure is reported, not raised
                 self._push(FeedItem(error=exc, end=True))
                 return
-            captured_at = time.monotonic()
+            captured_at = getattr(self.source, "last_captured_at", None) or time.monotonic()
             if frame is None:
                 self._push(FeedItem(end=True))
                 return

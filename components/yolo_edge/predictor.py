@@ -61,7 +61,9 @@ class Predictor:
 
     def prepare(self, frame: np.ndarray, buffers: dict | None = None) -> Prepared:
         start = time.perf_counter()
-        tensor, geometry = processing.preprocess(frame, self.info.input_shape, self._dtype, buffers)
+        # Classification models expect Ultralytics' resize + centre crop, not a letterbox.
+        transform = processing.preprocess_classify if self.info.task == "classify" else processing.preprocess
+        tensor, geometry = transform(frame, self.info.input_shape, self._dtype, buffers)
         return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)
 
     def infer_and_decode(self, prepared: Prepared) -> Prediction:

@@ -1,11 +1,19 @@
 """Pure numpy pre- and post-processing for YOLOv8-family models.
 
 Every function here is free of I/O and state so it can be tested on synthetic tensors and proven
-equal to Ultralytics' own predictor on real models.
+equal to Ultralytics' own predictor on real models (tests/test_equivalence.py):
+
+- detect / segment: letterbox to the model input, RGB in [0, 1], class-aware NMS, boxes mapped back
+  to the frame with the same rounding as Ultralytics' LetterBox and scale_boxes;
+- segment: prototype masks x coefficients, bilinear upsampling to the model input, threshold at
+  logit 0 (sigmoid 0.5), crop to the box; shipped as one bounded polygon per instance;
+- classify: short side resized with PIL's antialiased bilinear filter (reproduced bit-exactly, so no
+  Pillow or torchvision is needed), centre crop, top-k of the model's probabilities.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -15,17 +23,38 @@ LETTERBOX_FILL = 114
 # Ultralytics offsets boxes by class id times this before NMS so classes never suppress each other.
 CLASS_OFFSET = 7680.0
 MAX_NMS_CANDIDATES = 30000
+# Polygon bounds for segmentation: per instance, and for all instances of one frame together, so a
+# frame message (about 14 bytes of JSON per point) stays far below IoT Core's 128 KB.
+MAX_POLYGON_POINTS = 64
+POLYGON_POINT_BUDGET = 4096
+MIN_POLYGON_POINTS = 4
+# Fixed-point precision of Pillow's 8-bit resampling, reproduced by `resize_like_pil`.
+_PIL_PRECISION_BITS = 22
 
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How a frame was fitted into the model input: scale, then padding on the left and top."""
+    """How a frame was fitted into the model input: input = frame * scale + (pad_x, pad_y).
+
+    For classification the padding is negative: it is the centre crop's offset.
+    """
 
     scale: float
     pad_x: float
     pad_y: float
     frame_shape: tuple[int, int]  # (height, width) of the original frame
     input_shape: tuple[int, int]  # (height, width) of the model input
+
+    @property
+    def resized_shape(self) -> tuple[int, int]:
+        """(height, width) of the frame's content inside the model input (each side rounded)."""
+        h, w = self.frame_shape
+        return max(round(h * self.scale), 1), max(round(w * self.scale), 1)
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(top, left) input pixel where the content starts, rounded like Ultralytics' LetterBox."""
+        return round(self.pad_y - 0.1), round(self.pad_x - 0.1)
 
 
 @dataclass
@@ -57,28 +86,44 @@ class Classification:
         return len(self.scores)
 
 
+@dataclass(frozen=True)
+class MaskRegion:
+    """One instance mask over a rectangle of the model input: mask[r, c] is input pixel (top + r, left + c).
+
+    Keeping only the box's rectangle (masks are cropped to their box anyway) makes segmentation cost
+    proportional to the boxes' area instead of detections x input size.
+    """
+
+    mask: np.ndarray  # (h, w) bool
+    top: int
+    left: int
+
+
+# --- pre-processing ---------------------------------------------------------------------------------
+
 def letterbox_geometry(frame_shape: tuple[int, int], input_shape: tuple[int, int]) -> Letterbox:
     """Scale and centred padding that fit `frame_shape` into `input_shape` keeping aspect ratio."""
     h, w = frame_shape
     in_h, in_w = input_shape
+    if h <= 0 or w <= 0:
+        raise ValueError(f"frame shape {frame_shape} has no pixels")
     scale = min(in_h / h, in_w / w)
-    new_w, new_h = int(round(w * scale)), int(round(h * scale))
-    pad_x, pad_y = (in_w - new_w) / 2, (in_h - new_h) / 2
-    return Letterbox(scale, pad_x, pad_y, (h, w), (in_h, in_w))
+    new_h, new_w = max(round(h * scale), 1), max(round(w * scale), 1)
+    return Letterbox(scale, (in_w - new_w) / 2, (in_h - new_h) / 2, (h, w), (in_h, in_w))
 
 
 def letterbox(frame: np.ndarray, input_shape: tuple[int, int], out: np.ndarray | None = None
               ) -> tuple[np.ndarray, Letterbox]:
     """Resize `frame` (H, W, 3 uint8) into `input_shape` keeping aspect ratio; pad with grey 114.
 
-    Rounds padding like Ultralytics' LetterBox so results match it pixel for pixel. `out`, when
-    given, is a reusable (in_h, in_w, 3) uint8 buffer.
+    Rounds sizes and padding like Ultralytics' LetterBox so results match it pixel for pixel. `out`,
+    when given, is a reusable (in_h, in_w, 3) uint8 buffer.
     """
     geo = letterbox_geometry(frame.shape[:2], input_shape)
     in_h, in_w = input_shape
     h, w = geo.frame_shape
-    new_w, new_h = int(round(w * geo.scale)), int(round(h * geo.scale))
-    top, left = int(round(geo.pad_y - 0.1)), int(round(geo.pad_x - 0.1))
+    new_h, new_w = geo.resized_shape
+    top, left = geo.offset
     if out is None or out.shape != (in_h, in_w, 3):
         out = np.empty((in_h, in_w, 3), np.uint8)
     out[:top].fill(LETTERBOX_FILL)
@@ -98,8 +143,9 @@ def to_tensor(image_bgr: np.ndarray, out: np.ndarray | None = None, dtype: type 
     h, w = image_bgr.shape[:2]
     if out is None or out.shape != (1, 3, h, w) or out.dtype != dtype:
         out = np.empty((1, 3, h, w), dtype)
-    # BGR -> RGB by reversing the channel axis while transposing HWC -> CHW, then scale in place.
-    np.multiply(image_bgr[..., ::-1].transpose(2, 0, 1), dtype(1 / 255), out=out[0], casting="unsafe")
+    # BGR -> RGB by reversing the channel axis while transposing HWC -> CHW. Divide (not multiply by
+    # 1/255) so every value is bit-identical to Ultralytics' `.div_(255)`; it costs the same.
+    np.divide(image_bgr[..., ::-1].transpose(2, 0, 1), dtype(255), out=out[0], casting="unsafe")
     return out
 
 
@@ -113,6 +159,114 @@ def preprocess(frame: np.ndarray, input_shape: tuple[int, int], dtype: type = np
     buffers["tensor"] = tensor
     return tensor, geo
 
+
+def classify_geometry(frame_shape: tuple[int, int], input_shape: tuple[int, int]
+                      ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Ultralytics' classify transform sizes: ((resized_h, resized_w), (crop_top, crop_left)).
+
+    A square input resizes the short side to the input size (long side truncated, as torchvision's
+    Resize does) and centre-crops; a non-square input is resized exactly.
+    """
+    h, w = frame_shape
+    in_h, in_w = input_shape
+    if in_h != in_w:
+        return (in_h, in_w), (0, 0)
+    size = in_h
+    new_h, new_w = (int(size * h / w), size) if w <= h else (size, int(size * w / h))
+    return (new_h, new_w), (int(round((new_h - in_h) / 2.0)), int(round((new_w - in_w) / 2.0)))
+
+
+def preprocess_classify(frame: np.ndarray, input_shape: tuple[int, int], dtype: type = np.float32,
+                        buffers: dict | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Classification input as Ultralytics makes it: resize (PIL bilinear), centre crop, RGB, [0, 1]."""
+    buffers = {} if buffers is None else buffers
+    h, w = frame.shape[:2]
+    (new_h, new_w), (top, left) = classify_geometry((h, w), input_shape)
+    in_h, in_w = input_shape
+    cropped = resize_like_pil(frame, (new_h, new_w), crop=(top, left, in_h, in_w))
+    tensor = to_tensor(cropped, buffers.get("tensor"), dtype)
+    buffers["tensor"] = tensor
+    return tensor, Letterbox(new_w / w, -float(left), -float(top), (h, w), (in_h, in_w))
+
+
+def _pil_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First source index and fixed-point weights of every output pixel of Pillow's BILINEAR resize.
+
+    Pillow widens the triangle filter by the reduction factor (antialiasing) and rounds normalised
+    weights to 22-bit integers; each step below follows its arithmetic so results are bit-identical.
+    """
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support = filter_scale  # the triangle filter's support is 1 source pixel, widened when reducing
+    ksize = int(math.ceil(support)) * 2 + 1
+    centers = (np.arange(out_size) + 0.5) * scale
+    starts = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+    counts = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - starts
+    taps = np.arange(ksize)
+    distance = ((starts[:, None] + taps[None, :]) - centers[:, None] + 0.5) * (1.0 / filter_scale)
+    weights = np.clip(1.0 - np.abs(distance), 0.0, None)
+    weights[taps[None, :] >= counts[:, None]] = 0.0
+    total = np.zeros(out_size)
+    for t in range(ksize):  # summed tap by tap, in Pillow's order, for the same rounding
+        total = total + weights[:, t]
+    weights = np.divide(weights, total[:, None], out=weights, where=total[:, None] != 0)
+    one = float(1 << _PIL_PRECISION_BITS)
+    fixed = np.where(weights < 0, np.trunc(-0.5 + weights * one), np.trunc(0.5 + weights * one))
+    return starts, fixed.astype(np.int32)
+
+
+def _pil_pass(image: np.ndarray, starts: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """One separable 8-bit resampling pass of Pillow along the first axis of `image` (gathering whole
+    rows is much faster than gathering columns, so callers transpose instead)."""
+    in_size = image.shape[0]
+    acc = np.full((len(starts),) + image.shape[1:], 1 << (_PIL_PRECISION_BITS - 1), np.int32)
+    term = np.empty_like(acc)
+    weight_shape = (len(starts),) + (1,) * (image.ndim - 1)
+    for t in range(fixed.shape[1]):
+        np.multiply(image[np.minimum(starts + t, in_size - 1)], fixed[:, t].reshape(weight_shape), out=term)
+        acc += term
+    np.right_shift(acc, _PIL_PRECISION_BITS, out=acc)
+    return np.clip(acc, 0, 255).astype(np.uint8)
+
+
+def resize_like_pil(image: np.ndarray, size: tuple[int, int], crop: tuple[int, int, int, int] | None = None
+                    ) -> np.ndarray:
+    """Resize (H, W, C) uint8 to `size` (h, w) as Pillow's BILINEAR resize does, bit for bit.
+
+    Pillow resamples columns, then rows; `crop` (top, left, height, width) returns only that window
+    of the resized image and computes only the pixels it needs (what a centre crop keeps). Pillow 13
+    runs the row pass first for some shapes where height shrinks much more than width; there the two
+    may differ by one grey level on a few pixels.
+    """
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, C) uint8 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    out_h, out_w = size
+    top, left, crop_h, crop_w = crop if crop is not None else (0, 0, out_h, out_w)
+    if top < 0 or left < 0 or top + crop_h > out_h or left + crop_w > out_w:
+        raise ValueError(f"crop {crop} is outside the resized {size} image")
+    if out_h != h:
+        row_starts, row_weights = _pil_bilinear_taps(h, out_h)
+        row_starts, row_weights = row_starts[top:top + crop_h], row_weights[top:top + crop_h]
+        first = int(row_starts[0])
+        last = int(min(row_starts[-1] + row_weights.shape[1], h))
+        rows = image[first:last]
+        row_starts = row_starts - first
+    else:
+        rows = image[top:top + crop_h]
+    if out_w != w:
+        col_starts, col_weights = _pil_bilinear_taps(w, out_w)
+        columns = np.ascontiguousarray(rows.transpose(1, 0, 2))
+        columns = _pil_pass(columns, col_starts[left:left + crop_w], col_weights[left:left + crop_w])
+        rows = columns.transpose(1, 0, 2)
+    else:
+        rows = rows[:, left:left + crop_w]
+    if out_h != h:
+        rows = _pil_pass(np.ascontiguousarray(rows), row_starts, row_weights)
+    return np.ascontiguousarray(rows)
+
+
+# --- detection --------------------------------------------------------------------------------------
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     out = np.empty_like(xywh)
@@ -138,7 +292,7 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None
         ) -> np.ndarray:
-    """Greedy NMS as torchvision.ops.nms: indices kept, highest score first."""
+    """Greedy NMS as torchvision.ops.nms (a box is dropped when IoU > threshold): kept indices, best first."""
     order = np.argsort(-scores, kind="stable")
     boxes = boxes.astype(np.float32, copy=False)
     keep: list[int] = []
@@ -167,7 +321,8 @@ def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: floa
     candidates = np.flatnonzero(best_score > conf_threshold)
     if candidates.size == 0:
         empty = np.zeros((0, 4), np.float32)
-        return empty, np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, output.shape[0] - 4 - num_classes), np.float32)
+        return (empty, np.zeros(0, np.float32), np.zeros(0, np.int64),
+                np.zeros((0, output.shape[0] - 4 - num_classes), np.float32))
     scores = best_score[candidates]
     if candidates.size > MAX_NMS_CANDIDATES:
         top = np.argsort(-scores, kind="stable")[:MAX_NMS_CANDIDATES]
@@ -180,19 +335,35 @@ def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: floa
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), classes[keep], extra
 
 
-def scale_boxes_to_frame(boxes: np.ndarray, geo: Letterbox) -> np.ndarray:
-    """Boxes in model-input pixels -> original frame pixels, clipped to the frame."""
-    pad_x = round(geo.pad_x - 0.1)
-    pad_y = round(geo.pad_y - 0.1)
-    out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] -= pad_x
-    out[:, [1, 3]] -= pad_y
-    out /= geo.scale
+def _frame_gains(geo: Letterbox) -> tuple[float, float]:
+    """Per-axis input/frame scale of the resized content (each side was rounded separately)."""
+    new_h, new_w = geo.resized_shape
     h, w = geo.frame_shape
-    out[:, 0] = out[:, 0].clip(0, w)
-    out[:, 2] = out[:, 2].clip(0, w)
-    out[:, 1] = out[:, 1].clip(0, h)
-    out[:, 3] = out[:, 3].clip(0, h)
+    return new_w / w, new_h / h
+
+
+def scale_boxes_to_frame(boxes: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """Boxes in model-input pixels -> original frame pixels, clipped to the frame (as Ultralytics' scale_boxes)."""
+    top, left = geo.offset
+    gain_x, gain_y = _frame_gains(geo)
+    out = boxes.astype(np.float32, copy=True)
+    out[:, [0, 2]] -= left
+    out[:, [1, 3]] -= top
+    out[:, [0, 2]] /= gain_x
+    out[:, [1, 3]] /= gain_y
+    h, w = geo.frame_shape
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out
+
+
+def scale_points_to_frame(points: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """(K, 2) x, y points in model-input pixels -> frame pixels, clipped to the frame."""
+    top, left = geo.offset
+    gain_x, gain_y = _frame_gains(geo)
+    out = points.astype(np.float32, copy=True).reshape(-1, 2)
+    out[:, 0] = ((out[:, 0] - left) / gain_x).clip(0, geo.frame_shape[1])
+    out[:, 1] = ((out[:, 1] - top) / gain_y).clip(0, geo.frame_shape[0])
     return out
 
 
@@ -203,8 +374,158 @@ def postprocess_detect(output: np.ndarray, geo: Letterbox, num_classes: int, con
     return Detections(scale_boxes_to_frame(boxes, geo), scores, classes)
 
 
+# --- segmentation -----------------------------------------------------------------------------------
+
+def _bilinear_source(dst: np.ndarray, src_size: int, dst_size: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source pixels and weights of destination pixels `dst` for a bilinear resize with half-pixel
+    centres (PyTorch's interpolate(mode="bilinear", align_corners=False), in float32 like it)."""
+    scale = np.float32(src_size) / np.float32(dst_size)
+    src = np.maximum((dst.astype(np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    lower = np.minimum(src.astype(np.int64), src_size - 1)
+    upper = np.minimum(lower + 1, src_size - 1)
+    upper_weight = np.clip(src - lower, 0, 1).astype(np.float32)
+    return lower, upper, np.float32(1) - upper_weight, upper_weight
+
+
+def instance_masks(protos: np.ndarray, coefficients: np.ndarray, boxes: np.ndarray,
+                   input_shape: tuple[int, int]) -> list[MaskRegion]:
+    """Masks of detections at model-input resolution, each cropped to its box (Ultralytics' process_mask).
+
+    protos (nm, mh, mw) prototype masks; coefficients (N, nm); boxes (N, 4) xyxy in input pixels. A
+    pixel belongs to the instance when the bilinearly upsampled logit is > 0 (sigmoid > 0.5) and its
+    index lies in [x1, x2) x [y1, y2). Only the prototype band under each box is evaluated.
+    """
+    if protos.ndim == 4:
+        protos = protos[0]
+    num_masks, proto_h, proto_w = protos.shape
+    in_h, in_w = input_shape
+    regions = []
+    for coef, (x1, y1, x2, y2) in zip(coefficients.astype(np.float32), boxes, strict=True):
+        left, right = max(math.ceil(x1), 0), min(math.ceil(x2), in_w)
+        top, bottom = max(math.ceil(y1), 0), min(math.ceil(y2), in_h)
+        if right <= left or bottom <= top:
+            regions.append(MaskRegion(np.zeros((0, 0), bool), max(top, 0), max(left, 0)))
+            continue
+        row0, row1, row_w0, row_w1 = _bilinear_source(np.arange(top, bottom), proto_h, in_h)
+        col0, col1, col_w0, col_w1 = _bilinear_source(np.arange(left, right), proto_w, in_w)
+        band_top, band_left = int(row0[0]), int(col0[0])
+        band = protos[:, band_top:int(row1[-1]) + 1, band_left:int(col1[-1]) + 1]
+        logits = (coef @ band.reshape(num_masks, -1)).reshape(band.shape[1:])
+        rows = logits[row0 - band_top] * row_w0[:, None] + logits[row1 - band_top] * row_w1[:, None]
+        upsampled = rows[:, col0 - band_left] * col_w0 + rows[:, col1 - band_left] * col_w1
+        regions.append(MaskRegion(upsampled > 0, top, left))
+    return regions
+
+
+def regions_to_masks(regions: list[MaskRegion], input_shape: tuple[int, int]) -> np.ndarray:
+    """(N, in_h, in_w) bool masks at model-input resolution (what Ultralytics' Results.masks.data holds)."""
+    masks = np.zeros((len(regions), *input_shape), bool)
+    for i, region in enumerate(regions):
+        h, w = region.mask.shape
+        masks[i, region.top:region.top + h, region.left:region.left + w] = region.mask
+    return masks
+
+
+def masks_to_frame(masks: np.ndarray, geo: Letterbox) -> np.ndarray:
+    """(N, in_h, in_w) input-resolution masks -> (N, H, W) bool frame masks: drop the padding, resize
+    bilinearly, threshold at 0.5 (Ultralytics' scale_masks)."""
+    top, left = geo.offset
+    new_h, new_w = geo.resized_shape
+    h, w = geo.frame_shape
+    out = np.zeros((len(masks), h, w), bool)
+    for i, mask in enumerate(masks):
+        content = np.ascontiguousarray(mask[top:top + new_h, left:left + new_w], dtype=np.float32)
+        out[i] = cv2.resize(content, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+    return out
+
+
+def simplify_polygon(contour: np.ndarray, max_points: int, epsilon: float = 1.0) -> np.ndarray:
+    """Douglas-Peucker simplification of a closed contour to at most `max_points` points: starts at
+    `epsilon` pixels and loosens it until the polygon is small enough. Returns (K, 2) float32."""
+    if max_points < 3:
+        raise ValueError(f"max_points must be >= 3, got {max_points}")
+    contour = np.asarray(contour, np.float32).reshape(-1, 1, 2)
+    polygon = contour if len(contour) <= max_points else cv2.approxPolyDP(contour, epsilon, True)
+    while len(polygon) > max_points:
+        epsilon *= 1.5
+        polygon = cv2.approxPolyDP(contour, epsilon, True)
+    return polygon.reshape(-1, 2).astype(np.float32)
+
+
+def region_polygon(region: MaskRegion, geo: Letterbox, max_points: int = MAX_POLYGON_POINTS) -> np.ndarray:
+    """Outline (K, 2) of a mask's largest connected part, in frame pixels, at most `max_points` points."""
+    # Only the frame's content counts: mask pixels over the letterbox padding have no frame pixel.
+    content_top, content_left = geo.offset
+    content_h, content_w = geo.resized_shape
+    top, left = max(region.top, content_top), max(region.left, content_left)
+    bottom = min(region.top + region.mask.shape[0], content_top + content_h)
+    right = min(region.left + region.mask.shape[1], content_left + content_w)
+    if bottom <= top or right <= left:
+        return np.zeros((0, 2), np.float32)
+    visible = region.mask[top - region.top:bottom - region.top, left - region.left:right - region.left]
+    contours, _ = cv2.findContours(visible.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                   offset=(left, top))
+    if not contours:
+        return np.zeros((0, 2), np.float32)
+    largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    return scale_points_to_frame(simplify_polygon(largest, max_points), geo)
+
+
+def _segment(outputs: list[np.ndarray], geo: Letterbox, num_classes: int, conf_threshold: float,
+             iou_threshold: float, max_det: int) -> tuple[Detections, list[MaskRegion]]:
+    if len(outputs) < 2:
+        raise ValueError(f"a segmentation model has 2 outputs (detections, prototypes), got {len(outputs)}")
+    boxes, scores, classes, coefficients = decode_detections(outputs[0], num_classes, conf_threshold,
+                                                             iou_threshold, max_det)
+    protos = outputs[1][0] if outputs[1].ndim == 4 else outputs[1]
+    if coefficients.shape[1] != protos.shape[0]:
+        raise ValueError(f"the detection output has {coefficients.shape[1]} mask coefficients but there are "
+                         f"{protos.shape[0]} prototype masks")
+    regions = instance_masks(protos, coefficients, boxes, geo.input_shape)
+    # Ultralytics drops detections whose cropped mask is empty; so do we, to report the same set.
+    keep = np.asarray([bool(r.mask.any()) for r in regions], bool)
+    if not keep.all():
+        regions = [r for r, k in zip(regions, keep, strict=True) if k]
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    return Detections(scale_boxes_to_frame(boxes, geo), scores, classes), regions
+
+
+def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int, conf_threshold: float,
+                        iou_threshold: float, max_det: int, max_polygon_points: int = MAX_POLYGON_POINTS,
+                        polygon_point_budget: int = POLYGON_POINT_BUDGET) -> Detections:
+    """Segmentation outputs [(1, 4 + nc + nm, A), (1, nm, mh, mw)] -> Detections with one polygon per
+    detection in `masks` (frame pixels).
+
+    Each polygon has at most `max_polygon_points` points, and all polygons of the frame together at
+    most `polygon_point_budget` (but at least MIN_POLYGON_POINTS each), so message size is bounded.
+    """
+    detections, regions = _segment(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
+    per_polygon = max(MIN_POLYGON_POINTS, min(max_polygon_points, polygon_point_budget // max(len(regions), 1)))
+    detections.masks = [region_polygon(r, geometry, per_polygon) for r in regions]
+    return detections
+
+
+def segment_frame_masks(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int,
+                        conf_threshold: float, iou_threshold: float, max_det: int
+                        ) -> tuple[Detections, np.ndarray]:
+    """Like postprocess_segment, plus the full-resolution (N, H, W) bool masks in frame pixels.
+
+    Costs N x H x W memory: meant for tests, visualisation and offline use, not the streaming path.
+    """
+    detections, regions = _segment(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
+    detections.masks = [region_polygon(r, geometry) for r in regions]
+    return detections, masks_to_frame(regions_to_masks(regions, geometry.input_shape), geometry)
+
+
+# --- classification ---------------------------------------------------------------------------------
+
 def top_k(probabilities: np.ndarray, k: int = 5) -> Classification:
-    """Classification output (1, nc) or (nc,) -> the k best classes, best first."""
+    """Classification output (1, nc) or (nc,) -> the k best classes, best first.
+
+    Ultralytics' classify models already end in a softmax (in PyTorch and in every export), so the
+    values are probabilities and are passed through unchanged.
+    """
     probs = np.asarray(probabilities, dtype=np.float32).reshape(-1)
     k = min(k, probs.size)
     order = np.argsort(-probs, kind="stable")[:k]

@@ -1,8 +1,11 @@
 """Encodes and publishes messages on its own thread, off the inference path.
 
-Messages wait in a bounded buffer while the transport is disconnected; when it is full the oldest
-message is dropped and counted, and the count is reported once the connection is back, so memory
-stays bounded however long the outage.
+Messages are encoded as soon as they arrive and wait, as bytes, in a buffer bounded both in count
+and in bytes while the transport is disconnected (or refuses more). When the buffer is full the
+oldest frame message is dropped (the oldest message of any kind only when no frame message is
+left), so state, error and summary messages survive an outage. Drops are counted and reported in
+a `messages_dropped` status message once messages flow again. Memory stays bounded however long
+the outage.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import messages
@@ -19,17 +23,33 @@ from .transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
-RETRY_INTERVAL_S = 0.5
+RETRY_INTERVAL_S = 0.5  # how often a disconnected publisher looks at the connection again
+CAPACITY_MESSAGES = 1000
+CAPACITY_BYTES = 16 * 1024 * 1024
+_FRAME_TYPES = ("frame", "frames")
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    kind: str
+    payload: bytes
 
 
 class Publisher:
-    def __init__(self, transport: Transport, topic: Callable[[], str], capacity: int = 1000) -> None:
+    def __init__(self, transport: Transport, topic: Callable[[], str], capacity: int = CAPACITY_MESSAGES,
+                 capacity_bytes: int = CAPACITY_BYTES, retry_interval_s: float = RETRY_INTERVAL_S) -> None:
         self._transport = transport
         self._topic = topic
-        self._buffer: deque[dict[str, Any]] = deque()
-        self._capacity = capacity
+        self._capacity = max(1, capacity)
+        self._capacity_bytes = capacity_bytes
+        self._retry_interval_s = retry_interval_s
         self._cond = threading.Condition()
+        self._incoming: deque[dict[str, Any]] = deque()  # submitted, not encoded yet
+        self._ready: deque[_Encoded] = deque()  # encoded, waiting for the transport
+        self._ready_bytes = 0
         self._closing = False
+        self._sending = False
+        self._blocked = False  # last publish attempt failed (logged once per episode)
         self.published = 0
         self.dropped = 0
         self.failed = 0
@@ -41,63 +61,126 @@ class Publisher:
         return self
 
     def submit(self, message: dict[str, Any]) -> None:
+        """Queue `message`; never blocks and never raises (called from the controller thread)."""
         with self._cond:
-            if len(self._buffer) >= self._capacity:
-                self._buffer.popleft()
-                self.dropped += 1
-                self._unreported_drops += 1
-            self._buffer.append(message)
-            self._cond.notify()
+            self._incoming.append(message)
+            if len(self._incoming) > self._capacity:
+                # Only when the publisher thread itself is stuck (a transport call that blocks).
+                self._incoming.popleft()
+                self._count_drop()
+            self._cond.notify_all()
 
     def pending(self) -> int:
         with self._cond:
-            return len(self._buffer)
+            return len(self._incoming) + len(self._ready) + int(self._sending)
 
     def close(self, flush_timeout: float = 2.0) -> None:
-        """Publish what is buffered (up to `flush_timeout` seconds), then stop."""
+        """Publish what is buffered (for up to `flush_timeout` seconds), then stop."""
         deadline = time.monotonic() + flush_timeout
         with self._cond:
-            self._cond.wait_for(lambda: not self._buffer, max(0.0, deadline - time.monotonic()))
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not (self._incoming or self._ready or self._sending),
+                                max(0.0, deadline - time.monotonic()))
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(max(0.1, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+        left = self.pending()
+        if left:
+            log.warning("%d messages were not published before shutdown", left)
 
+    # ---- the publisher thread ----
     def _run(self) -> None:
+        retry_at = 0.0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._buffer or self._closing)
+                while not self._closing:
+                    if self._incoming:
+                        break
+                    if self._ready:
+                        wait = retry_at - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
                 if self._closing:
                     return
-                message = self._buffer[0]
-                drops, self._unreported_drops = self._unreported_drops, 0
-            if drops:
-                self._send(messages.status_message(
-                    "messages_dropped", f"{drops} messages were dropped while the connection was down "
-                    f"(buffer of {self._capacity})", dropped=drops, dropped_total=self.dropped), retry=False)
-            if self._send(message, retry=True):
-                with self._cond:
-                    if self._buffer and self._buffer[0] is message:
-                        self._buffer.popleft()
-                    self._cond.notify_all()
+                batch = list(self._incoming)
+                self._incoming.clear()
+            self._store([encoded for encoded in map(self._encode, batch) if encoded is not None])
+            if not self._send_ready():
+                retry_at = time.monotonic() + self._retry_interval_s
 
-    def _send(self, message: dict[str, Any], retry: bool) -> bool:
+    def _encode(self, message: dict[str, Any]) -> _Encoded | None:
         try:
-            payload = messages.encode(message)
+            return _Encoded(str(message.get("type", "")), messages.encode(message))
         except (TypeError, ValueError) as exc:
             self.failed += 1
             log.error("dropping unencodable %s message: %s", message.get("type"), exc)
-            return True  # never retry a message that can never be sent
+            return None
+
+    def _store(self, batch: list[_Encoded]) -> None:
+        with self._cond:
+            for item in batch:
+                self._ready.append(item)
+                self._ready_bytes += len(item.payload)
+                while len(self._ready) > self._capacity or (
+                        self._ready_bytes > self._capacity_bytes and len(self._ready) > 1):
+                    self._drop_one()
+
+    def _drop_one(self) -> None:
+        victim = next((item for item in self._ready if item.kind in _FRAME_TYPES), self._ready[0])
+        self._ready.remove(victim)
+        self._ready_bytes -= len(victim.payload)
+        self._count_drop()
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        self._unreported_drops += 1
+
+    def _send_ready(self) -> bool:
+        """Publish buffered messages in order; False when the transport cannot take more now."""
         while True:
-            if self._transport.connected():
-                try:
-                    self._transport.publish(self._topic(), payload)
-                    self.published += 1
-                    return True
-                except TransportError as exc:
-                    log.warning("publish failed, will retry: %s", exc)
-            if not retry:
-                return False
             with self._cond:
-                if self._closing:
-                    return False
-                self._cond.wait(RETRY_INTERVAL_S)
+                if not self._ready:
+                    self._cond.notify_all()
+                    return True
+                head = self._ready[0]
+                drops, self._unreported_drops = self._unreported_drops, 0
+                self._sending = True
+            try:
+                if not self._transport.connected():
+                    raise TransportError("not connected")
+                if drops:
+                    self._publish(messages.encode(messages.status_message(
+                        "messages_dropped", f"{drops} messages were dropped while they could not be published "
+                        f"(buffer of {self._capacity} messages / {self._capacity_bytes // 1024} KiB)",
+                        dropped=drops, dropped_total=self.dropped)))
+                    drops = 0
+                self._publish(head.payload)
+            except TransportError as exc:
+                with self._cond:
+                    self._unreported_drops += drops
+                    self._sending = False
+                    self._cond.notify_all()
+                if not self._blocked:
+                    self._blocked = True
+                    log.warning("cannot publish (%s); buffering up to %d messages", exc, self._capacity)
+                return False
+            except Exception:  # noqa: BLE001 - a message the transport rejects outright must not stop publishing
+                log.exception("dropping a %s message the transport rejected", head.kind)
+                self.failed += 1
+                drops = 0
+            with self._cond:
+                self._sending = False
+                self._ready.popleft()
+                self._ready_bytes -= len(head.payload)
+                self._cond.notify_all()
+            if self._blocked:
+                self._blocked = False
+                log.info("publishing again")
+
+    def _publish(self, payload: bytes) -> None:
+        self._transport.publish(self._topic(), payload)
+        self.published += 1

@@ -14,6 +14,11 @@ from .base import CommandHandler, TransportError
 
 log = logging.getLogger(__name__)
 
+# paho keeps QoS 1 messages it could not send yet (and those awaiting PUBACK) in its own queue;
+# capping it keeps memory bounded when the link dies silently, the publisher buffers the rest.
+MAX_QUEUED_MESSAGES = 100
+CLOSE_FLUSH_TIMEOUT_S = 1.0
+
 
 @dataclass(frozen=True)
 class MqttSettings:
@@ -48,6 +53,8 @@ class MqttTransport:
         client_id = settings.client_id or f"yolo-edge-{uuid.uuid4().hex[:8]}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
+        self._last_publish: mqtt.MQTTMessageInfo | None = None
         if settings.username:
             self._client.username_pw_set(settings.username, settings.password)
         if settings.ca_file:
@@ -56,6 +63,7 @@ class MqttTransport:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._topic: str | None = None
         self._handler: CommandHandler | None = None
         self._connected = threading.Event()
@@ -83,13 +91,25 @@ class MqttTransport:
 
     def publish(self, topic: str, payload: bytes) -> None:
         info = self._client.publish(topic, payload, qos=self.settings.qos)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and self.settings.qos > 0:
+            # The connection dropped before on_disconnect cleared `connected()`. paho has queued the
+            # message and sends it after reconnecting; raising here would publish it twice.
+            self._last_publish = info
+            return
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise TransportError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        self._last_publish = info
 
     def connected(self) -> bool:
         return self._connected.is_set()
 
     def close(self) -> None:
+        last = self._last_publish
+        if last is not None and self._connected.is_set() and self.settings.qos > 0:
+            try:  # let the last messages (the final summary) reach the broker before disconnecting
+                last.wait_for_publish(CLOSE_FLUSH_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:
+                log.debug("not waiting for the last publish: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -104,6 +124,12 @@ class MqttTransport:
         self._ever_connected = True
         if self._topic:
             client.subscribe(self._topic, qos=self.settings.qos)
+        else:
+            self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        # Connected from here on, not from on_connect: paho resends the QoS 1 messages of the previous
+        # connection right after on_connect returns, and new messages must not overtake them.
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

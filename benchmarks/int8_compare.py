@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""FP32 ONNX vs INT8 ONNX (ONNX Runtime, CPU): session.run time and how far INT8 detections move.
+
+For each input size it exports a random-weights YOLOv8n (the class bias is shifted so the model emits
+dozens of boxes, see yolo_edge.modelgen), quantises it with `yolo_edge.export.quantize_onnx` (the code
+`yolo-edge export --format onnx-int8` runs) in several variants, calibrating on frames read from a video
+through our preprocessing, then on other frames measures:
+
+- session.run latency: median and p90 over --runs runs after --warmup runs (default thread settings);
+- detection drift against FP32 on the same frames (our Predictor, conf 0.25, IoU 0.7): the share of FP32
+  boxes that INT8 finds again (same class, IoU >= 0.5), the share of INT8 boxes that FP32 also has,
+  the mean IoU of matched pairs and the mean absolute score change.
+
+Random weights are not trained ones: the speed numbers carry over, the drift numbers only roughly.
+
+    python benchmarks/int8_compare.py                      # 640x640 and 480x640, every variant
+    python benchmarks/int8_compare.py --sizes 640 --variants qdq-u8,qop-u8 --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "components"))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+from yolo_edge import processing  # noqa: E402
+from yolo_edge.backends import BackendOptions, load_backend  # noqa: E402
+from yolo_edge.export import Int8Settings, quantize_onnx, read_calibration_tensors  # noqa: E402
+from yolo_edge.predictor import PostprocessSettings, Predictor  # noqa: E402
+
+# name -> settings. u8 = uint8 activations with reduce_range (ORT's advice for x86 without VNNI).
+VARIANTS = {
+    "qdq-u8": Int8Settings("qdq", False, "uint8", "head"),
+    "qdq-u8-perchannel": Int8Settings("qdq", True, "uint8", "head"),
+    "qdq-s8": Int8Settings("qdq", False, "int8", "head"),
+    "qop-u8": Int8Settings("qoperator", False, "uint8", "head"),
+    "qop-u8-perchannel": Int8Settings("qoperator", True, "uint8", "head"),
+    "qop-s8": Int8Settings("qoperator", False, "int8", "head"),
+    "qdq-u8-decode-only": Int8Settings("qdq", False, "uint8", "decode"),
+    "qdq-u8-conv-only": Int8Settings("qdq", False, "uint8", "non-conv"),
+}
+
+
+@dataclass
+class Row:
+    size: str
+    variant: str
+    size_mb: float
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    recall: float = float("nan")
+    precision: float = float("nan")
+    mean_iou: float = float("nan")
+    score_change: float = float("nan")
+    boxes: float = float("nan")
+
+
+def scene_frames(count: int, size: tuple[int, int], offset: int) -> list[np.ndarray]:
+    """Frames cut from Ultralytics' packaged photos at varying zoom and position (real image content)."""
+    import ultralytics
+
+    images = [cv2.imread(str(p)) for p in sorted((Path(ultralytics.__file__).parent / "assets").glob("*.jpg"))]
+    h, w = size
+    rng = np.random.default_rng(offset)
+    frames = []
+    for i in range(count):
+        image = images[(i + offset) % len(images)]
+        scale = max(h / image.shape[0], w / image.shape[1]) * rng.uniform(1.0, 1.6)
+        big = cv2.resize(image, None, fx=scale, fy=scale)
+        y = int(rng.integers(0, big.shape[0] - h + 1))
+        x = int(rng.integers(0, big.shape[1] - w + 1))
+        frames.append(np.ascontiguousarray(big[y:y + h, x:x + w]))
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def time_sessions(paths: dict[str, Path], tensors: list[np.ndarray], warmup: int, runs: int
+                  ) -> dict[str, tuple[float, float, float]]:
+    """(median, p90, min) ms of session.run per model. The models take turns run by run, in a new random
+    order each round, so load from other processes on the machine spreads evenly over them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for k, p in paths.items()}
+    name = next(iter(sessions.values())).get_inputs()[0].name
+    for session in sessions.values():
+        for i in range(warmup):
+            session.run(None, {name: tensors[i % len(tensors)]})
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    order = list(sessions)
+    rng = np.random.default_rng(0)
+    for i in range(runs):
+        rng.shuffle(order)
+        for key in order:
+            start = time.perf_counter()
+            sessions[key].run(None, {name: tensors[i % len(tensors)]})
+            times[key].append((time.perf_counter() - start) * 1000)
+    out = {}
+    for key, values in times.items():
+        values.sort()
+        out[key] = (statistics.median(values), values[min(len(values) - 1, int(0.9 * len(values)))], values[0])
+    return out
+
+
+def random_model(folder: Path, size: tuple[int, int], calibration_frames: list[np.ndarray], recalibrate: bool
+                 ) -> Path:
+    """A random-weights YOLOv8n exported to ONNX. With `recalibrate`, its batch-norm statistics are first
+    re-estimated on real frames, so that activations are normalised layer by layer as in a trained
+    network (raw random weights give activation ranges no trained model has, which INT8 handles worse)."""
+    import torch
+
+    from yolo_edge.modelgen import build_model, export_model, save_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "-bn" if recalibrate else ""
+    target = folder / f"yolov8n-{size[0]}x{size[1]}{suffix}.onnx"
+    if target.exists():
+        return target
+    yolo = build_model("yolov8n.yaml")
+    if recalibrate:
+        norms = [m for m in yolo.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over all batches
+            norm.train()
+        with torch.no_grad():
+            for frame in calibration_frames:
+                yolo.model(torch.from_numpy(processing.preprocess(frame, size)[0].copy()))
+        for norm in norms:
+            norm.eval()
+    checkpoint = save_checkpoint(yolo, folder / f"yolov8n{suffix}.pt")
+    return export_model(checkpoint, "onnx", size, target)
+
+
+class InputJitter:
+    """Wraps a backend and adds uniform noise of +-`lsb` input steps (1/255) to every tensor: the FP32
+    model's own sensitivity, a yardstick for the INT8 drift (random networks are far more sensitive
+    to small perturbations than trained ones)."""
+
+    def __init__(self, backend, lsb: float) -> None:
+        self.backend = backend
+        self.info = backend.info
+        self.amplitude = lsb / 255
+        self.rng = np.random.default_rng(0)
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        noise = self.rng.uniform(-self.amplitude, self.amplitude, tensor.shape)
+        return self.backend.infer((tensor + noise).astype(tensor.dtype))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def detections(path: Path, frames: list[np.ndarray], size: tuple[int, int], jitter_lsb: float = 0.0
+               ) -> list[processing.Detections]:
+    backend = load_backend(path, BackendOptions(device="cpu", input_size=size))
+    if jitter_lsb:
+        backend = InputJitter(backend, jitter_lsb)
+    predictor = Predictor(backend, PostprocessSettings())
+    return [predictor.predict(frame).result for frame in frames]
+
+
+def drift(reference: list, candidate: list) -> tuple[float, float, float, float, float]:
+    """(recall, precision, mean IoU of matches, mean |score change| of matches, mean INT8 boxes)."""
+    matched = ref_total = cand_total = 0
+    ious, score_changes = [], []
+    for ref, cand in zip(reference, candidate, strict=True):
+        ref_total += len(ref)
+        cand_total += len(cand)
+        free = np.ones(len(cand), bool)
+        for i in np.argsort(-ref.scores):
+            same = np.flatnonzero(free & (cand.class_ids == ref.class_ids[i]))
+            if same.size == 0:
+                continue
+            overlap = processing.box_iou(ref.boxes[i], cand.boxes[same])
+            best = int(np.argmax(overlap))
+            if overlap[best] >= 0.5:
+                free[same[best]] = False
+                matched += 1
+                ious.append(float(overlap[best]))
+                score_changes.append(abs(float(ref.scores[i] - cand.scores[same[best]])))
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
+    return (matched / max(ref_total, 1), matched / max(cand_total, 1), mean(ious), mean(score_changes),
+            cand_total / len(candidate))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="640,480x640", help="input sizes, comma separated (default: %(default)s)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma separated, from: " + ", ".join(VARIANTS))
+    parser.add_argument("--raw-random", action="store_true",
+                        help="skip the batch-norm re-estimation (raw random weights)")
+    parser.add_argument("--calibration-frames", type=int, default=32)
+    parser.add_argument("--eval-frames", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--workdir", type=Path, help="keep the models here (default: a temporary folder)")
+    args = parser.parse_args()
+
+    sizes = []
+    for text in args.sizes.split(","):
+        h, _, w = text.partition("x")
+        sizes.append((int(h), int(w or h)))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+
+    import platform
+
+    import onnxruntime as ort
+
+    print(f"onnxruntime {ort.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; {args.calibration_frames} calibration frames, {args.eval_frames} evaluation "
+          f"frames, {args.runs} timed runs per model (interleaved)", flush=True)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        calibration_source = scene_frames(args.calibration_frames, (480, 640), offset=0)
+        frames = scene_frames(args.eval_frames, (480, 640), offset=1000)  # not used for calibration
+        video = write_video(workdir / "calibration.avi", calibration_source)
+        for size in sizes:
+            label = f"{size[0]}x{size[1]}"
+            model_dir = workdir / label
+            fp32 = random_model(model_dir, size, calibration_source, not args.raw_random)
+            calibration = read_calibration_tensors(video, args.calibration_frames, size)
+            tensors = [processing.preprocess(f, size)[0].copy() for f in frames]
+            paths = {"fp32": fp32}
+            for name in variants:
+                start = time.perf_counter()
+                paths[name] = quantize_onnx(fp32, model_dir / f"{fp32.stem}-int8-{name}.onnx", calibration,
+                                            VARIANTS[name])
+                print(f"{label} {name}: quantised in {time.perf_counter() - start:.1f} s", flush=True)
+            timings = time_sessions(paths, tensors, args.warmup, args.runs)
+            reference = detections(fp32, frames, size)
+            for name, path in paths.items():
+                median, p90, fastest = timings[name]
+                row = Row(label, name, path.stat().st_size / 1e6, median, p90, fastest,
+                          *drift(reference, detections(path, frames, size)))
+                rows.append(row)
+                print(row, flush=True)
+            nan = float("nan")
+            rows.append(Row(label, "fp32, input +-1/255 noise", fp32.stat().st_size / 1e6, nan, nan, nan,
+                            *drift(reference, detections(fp32, frames, size, jitter_lsb=1.0))))
+
+    weights = "random weights" + ("" if args.raw_random else ", batch-norm statistics re-estimated on real frames")
+    print(f"\nyolov8n ({weights}); session.run on this CPU; drift against FP32 on {args.eval_frames} frames")
+    print("| input | model | size MB | run median ms | run p90 ms | run min ms | FP32 boxes found "
+          "| INT8 boxes in FP32 | mean IoU | mean abs score change | boxes/frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.size} | {r.variant} | {r.size_mb:.1f} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {r.min_ms:.1f} "
+              f"| {r.recall:.1%} | {r.precision:.1%} | {r.mean_iou:.3f} | {r.score_change:.4f} | {r.boxes:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,594 @@
+"""TensorRT backend: runs a serialized engine (.engine / .trt) on a CUDA GPU.
+
+`tensorrt` and the CUDA binding (cuda-python or pycuda, whichever is installed) are imported only
+when a model is loaded, so importing this module costs nothing on a machine without them. Device
+buffers, page-locked host buffers and the CUDA stream are allocated once at load and reused.
+
+Both TensorRT API generations work, chosen by what the engine object offers: named I/O tensors
+(TensorRT 8.5+ and 10+: `set_tensor_address` + `execute_async_v3`) or the older binding indices
+(`execute_async_v2`).
+
+Model facts (task, class names, stride, size) come from the metadata header Ultralytics writes in
+front of its engines (4-byte little-endian length, that many bytes of JSON, then the engine), else
+from a sidecar `<engine>.json` with the same keys (written by `yolo-edge export` for engines built
+with trtexec), else from the configuration. The optional key `tensorrt_version` records which
+TensorRT built the engine, so a version mismatch can be reported precisely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import BackendOptions, ModelInfo, ModelLoadError
+from .metadata import infer_task, parse_metadata, resolve_task
+
+log = logging.getLogger(__name__)
+
+BUILT_WITH_KEY = "tensorrt_version"
+_HEADER_LENGTH_BYTES = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine file: optional Ultralytics metadata header, optional sidecar JSON
+# ---------------------------------------------------------------------------------------------
+
+def split_engine_file(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """(metadata, engine bytes): strips the Ultralytics header when the file has one."""
+    if len(data) > _HEADER_LENGTH_BYTES:
+        length = int.from_bytes(data[:_HEADER_LENGTH_BYTES], byteorder="little", signed=True)
+        if 0 < length <= len(data) - _HEADER_LENGTH_BYTES:
+            # A serialized engine does not start with a plausible length followed by a JSON object.
+            with contextlib.suppress(UnicodeDecodeError, ValueError):
+                header = json.loads(data[_HEADER_LENGTH_BYTES:_HEADER_LENGTH_BYTES + length].decode("utf-8"))
+                if isinstance(header, dict):
+                    return header, data[_HEADER_LENGTH_BYTES + length:]
+    return {}, data
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    """`model.engine` -> `model.engine.json`."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    """The sidecar metadata of an engine, {} when there is none."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelLoadError(str(engine_path), f"its metadata file {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(str(engine_path), f"its metadata file {path} must hold a JSON object, "
+                                               f"not {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: one tiny interface over cuda-python and pycuda
+# ---------------------------------------------------------------------------------------------
+
+class CudaUnavailable(RuntimeError):
+    """No usable CUDA GPU (no driver, no device, or the device index does not exist)."""
+
+
+class CudaRuntimeApi:
+    """cuda-python's runtime bindings (`cuda.bindings.runtime`, formerly `cuda.cudart`)."""
+
+    name = "cuda-python"
+
+    def __init__(self, cudart: Any, device_index: int) -> None:
+        self.rt = cudart
+        self.device_index = device_index
+        err, count = cudart.cudaGetDeviceCount()
+        if int(err) != 0 or count == 0:
+            reason = self._error_name(err) if int(err) != 0 else "0 devices"
+            raise CudaUnavailable(f"no CUDA GPU is available (cudaGetDeviceCount: {reason})")
+        if device_index >= count:
+            raise CudaUnavailable(f"CUDA device {device_index} does not exist ({count} device(s) present)")
+        self._host_allocations: dict[int, int] = {}  # id(array) -> pointer
+        self._call("cudaSetDevice", device_index)
+
+    def _error_name(self, err: Any) -> str:
+        with contextlib.suppress(Exception):
+            _, text = self.rt.cudaGetErrorString(err)
+            return f"{getattr(err, 'name', err)}: {text.decode() if isinstance(text, bytes) else text}"
+        return str(err)
+
+    def _call(self, function: str, *args: Any) -> Any:
+        result = getattr(self.rt, function)(*args)
+        err, rest = result[0], result[1:]
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA {function} failed: {self._error_name(err)}")
+        return rest[0] if len(rest) == 1 else rest or None
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        # The runtime binds a thread to device 0 unless told otherwise; infer may run on any thread.
+        self._call("cudaSetDevice", self.device_index)
+        yield
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._call("cudaMalloc", nbytes))
+
+    def free(self, pointer: int) -> None:
+        self._call("cudaFree", pointer)
+
+    def host_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A page-locked host array (fast, truly asynchronous copies)."""
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        pointer = int(self._call("cudaMallocHost", nbytes))
+        raw = (ctypes.c_uint8 * nbytes).from_address(pointer)
+        array = np.frombuffer(raw, dtype=np.uint8).view(dtype).reshape(shape)
+        self._host_allocations[id(array)] = pointer
+        return array
+
+    def host_free(self, array: np.ndarray) -> None:
+        pointer = self._host_allocations.pop(id(array), None)
+        if pointer is not None:
+            self._call("cudaFreeHost", pointer)
+
+    def copy_to_device_async(self, device_pointer: int, host: np.ndarray, stream: Any) -> None:
+        self._call("cudaMemcpyAsync", device_pointer, host.ctypes.data, host.nbytes,
+                   self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
+
+    def copy_to_host_async(self, host: np.ndarray, device_pointer: int, stream: Any) -> None:
+        self._call("cudaMemcpyAsync", host.ctypes.data, device_pointer, host.nbytes,
+                   self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
+
+    def stream_create(self) -> Any:
+        return self._call("cudaStreamCreate")
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream)
+
+    def stream_sync(self, stream: Any) -> None:
+        self._call("cudaStreamSynchronize", stream)
+
+    def stream_destroy(self, stream: Any) -> None:
+        self._call("cudaStreamDestroy", stream)
+
+    def close(self) -> None:
+        pass
+
+
+class PyCudaApi:
+    """pycuda's driver API, on the device's primary context (the one TensorRT's runtime uses)."""
+
+    name = "pycuda"
+
+    def __init__(self, driver: Any, device_index: int) -> None:
+        self.driver = driver
+        try:
+            driver.init()
+            count = driver.Device.count()
+        except Exception as exc:  # pycuda.driver.Error and its subclasses
+            raise CudaUnavailable(f"no CUDA GPU is available (cuInit: {exc})") from exc
+        if count == 0:
+            raise CudaUnavailable("no CUDA GPU is available (0 devices)")
+        if device_index >= count:
+            raise CudaUnavailable(f"CUDA device {device_index} does not exist ({count} device(s) present)")
+        self.context = driver.Device(device_index).retain_primary_context()
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        # A pycuda context is current per thread; push it for the calls of this block only.
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.driver.Context.pop()
+
+    def malloc(self, nbytes: int) -> Any:
+        return self.driver.mem_alloc(nbytes)  # a DeviceAllocation; int() of it is the address
+
+    def free(self, pointer: Any) -> None:
+        pointer.free()
+
+    def host_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return self.driver.pagelocked_empty(shape, dtype)
+
+    def host_free(self, array: np.ndarray) -> None:
+        base = getattr(array, "base", None)
+        if base is not None and hasattr(base, "free"):
+            base.free()
+
+    def copy_to_device_async(self, device_pointer: Any, host: np.ndarray, stream: Any) -> None:
+        self.driver.memcpy_htod_async(device_pointer, host, stream)
+
+    def copy_to_host_async(self, host: np.ndarray, device_pointer: Any, stream: Any) -> None:
+        self.driver.memcpy_dtoh_async(host, device_pointer, stream)
+
+    def stream_create(self) -> Any:
+        return self.driver.Stream()
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream.handle)
+
+    def stream_sync(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def stream_destroy(self, stream: Any) -> None:
+        pass  # pycuda frees a stream with its Python object
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.context.detach()
+
+
+CudaApi = CudaRuntimeApi | PyCudaApi
+
+
+def open_cuda(path: Path, device_index: int) -> CudaApi:
+    """cuda-python if installed (new module layout first), else pycuda."""
+    for module_name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            cudart = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        return _opened(path, CudaRuntimeApi, cudart, device_index)
+    try:
+        driver = importlib.import_module("pycuda.driver")
+    except ImportError:
+        raise ModelLoadError(str(path), "TensorRT needs cuda-python or pycuda for GPU memory and neither is "
+                                        "installed: pip install cuda-python (matching your CUDA major "
+                                        "version), or pycuda") from None
+    return _opened(path, PyCudaApi, driver, device_index)
+
+
+def _opened(path: Path, api: type[CudaRuntimeApi] | type[PyCudaApi], module: Any, device_index: int) -> CudaApi:
+    try:
+        return api(module, device_index)
+    except CudaUnavailable as exc:
+        raise ModelLoadError(str(path), f"{exc}. TensorRT engines run only on an NVIDIA GPU; on this "
+                                        "machine use the .onnx model instead") from exc
+    except RuntimeError as exc:
+        raise ModelLoadError(str(path), f"CUDA could not be initialised ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT: the two API generations behind one small adapter
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class IOTensor:
+    """One engine input or output."""
+
+    name: str
+    index: int
+    is_input: bool
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+    dtype: np.dtype
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None  # (min, opt, max)
+
+
+class NamedTensorApi:
+    """TensorRT 8.5+ / 10+: tensors addressed by name, `execute_async_v3`."""
+
+    generation = "named tensors"
+
+    def __init__(self, trt: Any) -> None:
+        self.trt = trt
+
+    def tensors(self, engine: Any) -> list[IOTensor]:
+        out = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            profile = _dims3(engine.get_tensor_profile_shape(name, 0)) if is_input and -1 in shape else None
+            out.append(IOTensor(name, i, is_input, shape, _np_dtype(self.trt, engine.get_tensor_dtype(name)),
+                                profile))
+        return out
+
+    def set_input_shape(self, context: Any, tensor: IOTensor, shape: tuple[int, ...]) -> bool:
+        return bool(context.set_input_shape(tensor.name, shape))
+
+    def resolved_shape(self, context: Any, tensor: IOTensor) -> tuple[int, ...]:
+        return tuple(int(d) for d in context.get_tensor_shape(tensor.name))
+
+    def bind(self, context: Any, tensors: list[IOTensor], pointers: list[int]) -> None:
+        for tensor, pointer in zip(tensors, pointers, strict=True):
+            if context.set_tensor_address(tensor.name, pointer) is False:
+                raise RuntimeError(f"TensorRT refused the buffer address for tensor {tensor.name!r}")
+
+    def execute(self, context: Any, stream_handle: int) -> bool:
+        return bool(context.execute_async_v3(stream_handle))
+
+
+class BindingApi:
+    """TensorRT up to 8.x: tensors addressed by binding index, `execute_async_v2`."""
+
+    generation = "bindings"
+
+    def __init__(self, trt: Any) -> None:
+        self.trt = trt
+        self.pointers: list[int] = []
+
+    def tensors(self, engine: Any) -> list[IOTensor]:
+        out = []
+        for i in range(engine.num_bindings):
+            is_input = bool(engine.binding_is_input(i))
+            shape = tuple(int(d) for d in engine.get_binding_shape(i))
+            profile = _dims3(engine.get_profile_shape(0, i)) if is_input and -1 in shape else None
+            out.append(IOTensor(engine.get_binding_name(i), i, is_input, shape,
+                                _np_dtype(self.trt, engine.get_binding_dtype(i)), profile))
+        return out
+
+    def set_input_shape(self, context: Any, tensor: IOTensor, shape: tuple[int, ...]) -> bool:
+        return bool(context.set_binding_shape(tensor.index, shape))
+
+    def resolved_shape(self, context: Any, tensor: IOTensor) -> tuple[int, ...]:
+        return tuple(int(d) for d in context.get_binding_shape(tensor.index))
+
+    def bind(self, context: Any, tensors: list[IOTensor], pointers: list[int]) -> None:
+        by_index = dict(zip((t.index for t in tensors), pointers, strict=True))
+        self.pointers = [by_index[i] for i in range(len(tensors))]
+
+    def execute(self, context: Any, stream_handle: int) -> bool:
+        return bool(context.execute_async_v2(bindings=self.pointers, stream_handle=stream_handle))
+
+
+def tensor_api(trt: Any, engine: Any, context: Any) -> NamedTensorApi | BindingApi:
+    if hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"):
+        return NamedTensorApi(trt)
+    if hasattr(engine, "num_bindings") and hasattr(context, "execute_async_v2"):
+        return BindingApi(trt)
+    raise RuntimeError("this TensorRT offers neither named I/O tensors (execute_async_v3) nor bindings "
+                       "(execute_async_v2)")
+
+
+def _dims3(shapes: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    low, opt, high = (tuple(int(d) for d in s) for s in shapes)
+    return low, opt, high
+
+
+def _np_dtype(trt: Any, trt_dtype: Any) -> np.dtype:
+    return np.dtype(trt.nptype(trt_dtype))
+
+
+def make_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps error messages (to explain a failed load) and forwards warnings."""
+
+    class RecordingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(str(msg))
+                log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+
+    return RecordingLogger()
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------------------------
+
+def _import_tensorrt(path: Path) -> Any:
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError as exc:
+        raise ModelLoadError(str(path), f"the TensorRT Python package is not installed ({exc}). On a Jetson it "
+                                        "comes with JetPack (sudo apt install python3-libnvinfer; a virtualenv "
+                                        "needs --system-site-packages); elsewhere pip install tensorrt. "
+                                        "Without TensorRT, use the .onnx model") from exc
+
+
+def _device_index(path: Path, device: str) -> int:
+    device = device.strip().lower()
+    if device in ("auto", "cuda", "gpu", "0"):
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    if device.isdigit():
+        return int(device)
+    raise ModelLoadError(str(path), f"config key 'device' is {device!r} but TensorRT engines run only on a CUDA "
+                                    "GPU; use 'auto', 'cuda' or 'cuda:N' (or an .onnx model for the CPU)")
+
+
+class TensorRTBackend:
+    """A deserialized engine with its execution context, buffers and stream."""
+
+    def __init__(self, path: Path, options: BackendOptions) -> None:
+        self.path = path
+        self._device_buffers: list[Any] = []
+        self._host_buffers: list[np.ndarray] = []
+        self._stream: Any = None
+        self.context: Any = None
+        self.engine: Any = None
+        self.trt = _import_tensorrt(path)
+        device_index = _device_index(path, options.device)
+        self.cuda: CudaApi | None = open_cuda(path, device_index)
+        try:
+            with self.cuda.activate():
+                self._load(path, options, device_index)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, path: Path, options: BackendOptions, device_index: int) -> None:
+        trt, cuda = self.trt, self.cuda
+        header, engine_bytes = split_engine_file(path.read_bytes())
+        raw_meta = {**read_sidecar(path), **header}  # the engine's own header wins
+        meta = parse_metadata(raw_meta)
+        self.logger = make_logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        if raw_meta.get("dla") is not None:
+            self.runtime.DLA_core = int(raw_meta["dla"])
+        try:
+            self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        except Exception as exc:  # TensorRT 10 may raise instead of returning None
+            self.logger.errors.append(str(exc))
+            self.engine = None
+        if self.engine is None:
+            raise ModelLoadError(str(path), self._deserialize_failure(raw_meta))
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise ModelLoadError(str(path), "TensorRT could not create an execution context "
+                                            f"(out of GPU memory?){self._last_error()}")
+        self.api = tensor_api(trt, self.engine, self.context)
+        tensors = self.api.tensors(self.engine)
+        inputs = [t for t in tensors if t.is_input]
+        self.outputs = [t for t in tensors if not t.is_input]
+        if len(inputs) != 1 or not self.outputs:
+            raise ModelLoadError(str(path), f"expected one input and at least one output, the engine has "
+                                            f"{len(inputs)} input(s) and {len(self.outputs)} output(s)")
+        self.input = inputs[0]
+        if self.input.dtype not in (np.float32, np.float16):
+            raise ModelLoadError(str(path), f"input {self.input.name!r} is {self.input.dtype}; only float32 and "
+                                            "float16 inputs are supported")
+        dynamic = -1 in self.input.shape
+        if dynamic:
+            self._set_dynamic_input_shape(path, options.input_size)
+        for tensor in tensors:
+            tensor.shape = self.api.resolved_shape(self.context, tensor) if dynamic else tensor.shape
+            if -1 in tensor.shape or len(tensor.shape) == 0:
+                raise ModelLoadError(str(path), f"tensor {tensor.name!r} has unresolved shape {tensor.shape}; "
+                                                "data-dependent output shapes are not supported")
+        batch, channels, height, width = self._check_input_layout(path)
+
+        self._stream = cuda.stream_create()
+        self._stream_handle = cuda.stream_handle(self._stream)
+        pointers = []
+        for tensor in tensors:
+            nbytes = int(np.prod(tensor.shape)) * tensor.dtype.itemsize
+            buffer = cuda.malloc(nbytes)
+            self._device_buffers.append(buffer)
+            pointers.append(buffer)
+        self.api.bind(self.context, tensors, [int(p) for p in pointers])
+        self._input_device = pointers[tensors.index(self.input)]
+        self._output_device = [pointers[tensors.index(t)] for t in self.outputs]
+        self._input_host = self._host(self.input.shape, self.input.dtype)
+        self._output_host = [self._host(t.shape, t.dtype) for t in self.outputs]
+
+        output_shapes = [t.shape for t in self.outputs]
+        model_task = meta.get("task") or None
+        task = resolve_task(str(path), model_task, options.task)
+        if not model_task and options.task == "auto":
+            task = infer_task(output_shapes, None)
+        self.info = ModelInfo(
+            name=path.name, format="tensorrt", runtime=f"tensorrt {trt.__version__}",
+            device=f"cuda:{device_index}", task=task, input_shape=(height, width),
+            names=meta.get("names") or _numbered_names(output_shapes, task), stride=int(meta.get("stride", 32)),
+            input_dtype=str(self.input.dtype), dynamic=dynamic)
+        log.info("loaded TensorRT engine %s (TensorRT %s, %s API, CUDA via %s, input %s %s)", path.name,
+                 trt.__version__, self.api.generation, cuda.name, self.input.shape, self.input.dtype)
+
+    def _host(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        array = self.cuda.host_empty(shape, dtype)
+        self._host_buffers.append(array)
+        return array
+
+    def _set_dynamic_input_shape(self, path: Path, input_size: tuple[int, int]) -> None:
+        shape = self.input.shape
+        if len(shape) != 4:
+            raise ModelLoadError(str(path), f"input {self.input.name!r} has shape {shape}, expected (N, 3, H, W)")
+        wanted = (1 if shape[0] == -1 else shape[0], 3 if shape[1] == -1 else shape[1],
+                  input_size[0] if shape[2] == -1 else shape[2], input_size[1] if shape[3] == -1 else shape[3])
+        if self.input.profile is not None:
+            low, _, high = self.input.profile
+            if not all(lo <= w <= hi for lo, w, hi in zip(low, wanted, high, strict=True)):
+                raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH ask for input {wanted[2]}x"
+                                                f"{wanted[3]}, outside the engine's optimisation profile "
+                                                f"{low[2]}x{low[3]} .. {high[2]}x{high[3]} (batch {low[0]}.."
+                                                f"{high[0]}); pick a size in that range or rebuild the engine")
+        if not self.api.set_input_shape(self.context, self.input, wanted):
+            raise ModelLoadError(str(path), f"TensorRT refused input shape {wanted}{self._last_error()}")
+        self.input.shape = wanted
+
+    def _check_input_layout(self, path: Path) -> tuple[int, int, int, int]:
+        shape = self.input.shape
+        if len(shape) != 4 or shape[1] != 3:
+            raise ModelLoadError(str(path), f"input {self.input.name!r} has shape {shape}, expected (1, 3, H, W)")
+        if shape[0] != 1:
+            raise ModelLoadError(str(path), f"the engine takes batches of {shape[0]} but frames are inferred one "
+                                            "at a time; export it with --batch 1 (or --dynamic)")
+        return shape  # type: ignore[return-value]
+
+    def _last_error(self) -> str:
+        errors = getattr(getattr(self, "logger", None), "errors", None)
+        return f": {errors[-1]}" if errors else ""
+
+    def _deserialize_failure(self, raw_meta: dict[str, Any]) -> str:
+        installed = self.trt.__version__
+        built = raw_meta.get(BUILT_WITH_KEY)
+        origin = (f"the engine was built with TensorRT {built} and this device has TensorRT {installed}"
+                  if built else f"this device has TensorRT {installed}; the engine was most likely built with "
+                  "another TensorRT version or for another GPU")
+        if built and str(built) == str(installed):
+            origin = (f"the engine was built with this TensorRT version ({installed}), so it is damaged or was "
+                      "built for another GPU")
+        rebuild = (f"rebuild the engine on this device: yolo-edge export MODEL.pt --format engine --output "
+                   f"{self.path.name}, or trtexec --onnx=MODEL.onnx --saveEngine={self.path.name} --fp16")
+        return f"TensorRT could not deserialize the engine{self._last_error()}. An engine runs only with the " \
+               f"TensorRT version and GPU it was built for: {origin}. To fix it, {rebuild}"
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        if tuple(tensor.shape) != self.input.shape:
+            raise ValueError(f"input tensor shape {tuple(tensor.shape)} does not match the engine input "
+                             f"{self.input.name!r} {self.input.shape}")
+        cuda = self.cuda
+        if cuda is None or self.context is None:
+            raise RuntimeError(f"TensorRT backend for {self.path.name} is closed")
+        with cuda.activate():
+            np.copyto(self._input_host, tensor, casting="same_kind")  # float32 -> float16 when the engine wants it
+            cuda.copy_to_device_async(self._input_device, self._input_host, self._stream)
+            if not self.api.execute(self.context, self._stream_handle):
+                cuda.stream_sync(self._stream)
+                raise RuntimeError(f"TensorRT execution failed{self._last_error()}")
+            for host, device in zip(self._output_host, self._output_device, strict=True):
+                cuda.copy_to_host_async(host, device, self._stream)
+            cuda.stream_sync(self._stream)
+        # Fresh arrays: the staging buffers are overwritten by the next call.
+        return [host.astype(np.float32) if host.dtype == np.float16 else host.copy() for host in self._output_host]
+
+    def close(self) -> None:
+        cuda, self.cuda = self.cuda, None
+        if cuda is None:
+            return
+        with contextlib.suppress(Exception), cuda.activate():
+            releases = [(cuda.free, b) for b in self._device_buffers] + \
+                [(cuda.host_free, a) for a in self._host_buffers]
+            if self._stream is not None:
+                releases = [(cuda.stream_sync, self._stream), *releases, (cuda.stream_destroy, self._stream)]
+            for release, item in releases:
+                try:
+                    release(item)
+                except Exception as exc:  # keep releasing the rest
+                    log.warning("TensorRT backend: %s failed while closing: %s", release.__name__, exc)
+        self._device_buffers, self._host_buffers, self._stream = [], [], None
+        # Context before engine before runtime, while nothing else holds them.
+        self.context = None
+        self.engine = None
+        self.runtime = None
+        cuda.close()
+
+
+def _numbered_names(output_shapes: list[tuple[int, ...]], task: str) -> dict[int, str]:
+    """Class names "0".."nc-1" when the engine carries no metadata."""
+    first = output_shapes[0]
+    channels = first[-1] if task == "classify" else first[1]
+    masks = output_shapes[1][1] if task == "segment" and len(output_shapes) > 1 else 0
+    count = channels if task == "classify" else channels - 4 - masks
+    return {i: str(i) for i in range(max(count, 0))}
+
+
+def load(path: Path, options: BackendOptions) -> TensorRTBackend:
+    return TensorRTBackend(Path(path), options)

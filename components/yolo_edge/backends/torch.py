@@ -1,0 +1,130 @@
+"""PyTorch backend: runs an Ultralytics .pt checkpoint with torch, pre/post-processing stay numpy.
+
+torch and ultralytics are imported here only, so an ONNX or TensorRT deployment never loads them.
+The checkpoint is loaded with Ultralytics (its pickles reference Ultralytics classes), fused (Conv +
+BatchNorm, as Ultralytics' own predictor does) and run under `torch.inference_mode()`. `infer`
+returns the same raw outputs as the model's ONNX export: detect (1, 4 + nc, A); segment
+[(1, 4 + nc + nm, A), (1, nm, mh, mw)]; classify (1, nc) softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import BackendOptions, ModelInfo, ModelLoadError
+from .metadata import resolve_task
+
+
+def choose_device(wanted: str) -> torch.device:
+    """'auto' -> the first CUDA GPU when torch sees one, else CPU; 'cuda[:N]' must exist."""
+    wanted = wanted.strip().lower()
+    if wanted in ("auto", ""):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if wanted.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"config key 'device' is {wanted!r} but torch {torch.__version__} sees no CUDA GPU")
+        device = torch.device("cuda:0" if wanted == "cuda" else wanted)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"config key 'device' is {wanted!r} but only {torch.cuda.device_count()} "
+                             f"CUDA device(s) exist")
+        return device
+    raise ValueError(f"config key 'device' is {wanted!r}; expected auto, cpu, cuda or cuda:N")
+
+
+def _load_checkpoint(path: Path) -> torch.nn.Module:
+    """The model inside an Ultralytics checkpoint (FP32, eval mode), Ultralytics' messages silenced."""
+    try:
+        from ultralytics.nn.tasks import load_checkpoint
+    except ImportError:  # Ultralytics < 8.3.x names it attempt_load_one_weight
+        from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
+    with contextlib.redirect_stdout(io.StringIO()):
+        model, _ = load_checkpoint(str(path), device=torch.device("cpu"))
+    return model
+
+
+def _as_numpy(value: torch.Tensor) -> np.ndarray:
+    return value.detach().float().cpu().numpy()
+
+
+class TorchBackend:
+    def __init__(self, path: Path, options: BackendOptions) -> None:
+        self.path = path
+        if options.threads > 0:
+            torch.set_num_threads(options.threads)
+        try:
+            self.device = choose_device(options.device)
+        except ValueError as exc:
+            raise ModelLoadError(str(path), str(exc)) from exc
+        try:
+            model = _load_checkpoint(path)
+        except Exception as exc:  # torch/pickle/Ultralytics raise many types for a bad file
+            raise ModelLoadError(str(path), f"not a readable Ultralytics YOLO checkpoint "
+                                 f"({type(exc).__name__}: {exc})".strip()) from exc
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "names"):
+            raise ModelLoadError(str(path), "the checkpoint holds no Ultralytics YOLO model")
+        task = resolve_task(str(path), getattr(model, "task", None), options.task)
+        stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+        input_shape = (int(options.input_size[0]), int(options.input_size[1]))
+        if task != "classify" and (input_shape[0] % stride or input_shape[1] % stride):
+            raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH are {input_shape[0]}x"
+                                 f"{input_shape[1]}; a {task} model needs multiples of its stride {stride}")
+        if hasattr(model, "fuse"):
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = model.fuse(verbose=False) if _accepts_verbose(model.fuse) else model.fuse()
+        self.half = bool(options.half and self.device.type == "cuda")  # FP16 only pays off on a GPU
+        model = model.to(self.device).eval()
+        model = model.half() if self.half else model.float()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.model = model
+        names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+        version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+        device_name = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
+        self.info = ModelInfo(
+            name=path.name, format="pytorch", runtime=f"torch {version}", device=device_name, task=task,
+            input_shape=input_shape, names={int(k): str(v) for k, v in names.items()}, stride=stride,
+            input_dtype="float32", dynamic=True)
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(tensor)).to(self.device, non_blocking=True)
+            batch = batch.half() if self.half else batch.float()
+            output = self.model(batch)
+        return [_as_numpy(t) for t in _export_outputs(output)]
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _export_outputs(output: object) -> list[torch.Tensor]:
+    """The tensors an ONNX export returns, from an eval-mode forward.
+
+    In eval mode Ultralytics heads return (export_output, training_extras): detect (y, feats),
+    segment ((y, protos), feats), classify (probabilities, logits).
+    """
+    first = output[0] if isinstance(output, list | tuple) else output
+    if isinstance(first, list | tuple):
+        return [t for t in first if isinstance(t, torch.Tensor)]
+    return [first]
+
+
+def _accepts_verbose(method: object) -> bool:
+    import inspect
+
+    try:
+        return "verbose" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def load(path: Path, options: BackendOptions) -> TorchBackend:
+    return TorchBackend(Path(path), options)

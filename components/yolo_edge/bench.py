@@ -1,0 +1,471 @@
+"""`yolo-edge bench`: the latency table for models × formats × input sizes, measured honestly.
+
+Every configuration runs in a process of its own (`python -m yolo_edge.bench_worker`), so peak
+memory and the time from process start to the first result are those a fresh deployment sees.
+The measured path is the component's own: the frame feeder thread reads and preprocesses frame N+1
+while the predictor infers frame N, then the frame message is built and JSON-encoded. Warm-up
+frames are left out. Optional extra rows: `--bare` (the runtime's bare session.run on one
+preprocessed tensor, same threads: the floor) and `--compare-ultralytics` (Ultralytics' own
+predictor on the same model file and video).
+
+Models are files (.onnx, .pt, .engine/.trt) or Ultralytics architecture names such as yolov8n.yaml,
+which are built with RANDOM weights and exported at each size (boxes are meaningless, timings are
+real). Writes bench.md (tables), bench.json (every run, the environment) and bench.png (chart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backends import ModelLoadError, format_for
+from .config import ConfigError
+
+DEFAULT_SIZES = "640,480x640,320,224"
+ARCHITECTURE_SUFFIXES = (".yaml", ".yml")
+# --formats for architecture names -> (Ultralytics export format, file extension)
+EXPORTS = {"onnx": ("onnx", ".onnx"), "pt": ("pt", ".pt"), "engine": ("engine", ".engine")}
+FORMAT_TITLES = {"onnx": "ONNX", "pytorch": "PyTorch", "tensorrt": "TensorRT"}
+RUNNER_TITLES = {"pipeline": "", "serial": "serial", "bare": "bare", "ultralytics": "Ultralytics"}
+OUR_MODES = ("pipeline", "serial")
+CACHE = Path(os.environ.get("YOLO_EDGE_BENCH_CACHE", Path.home() / ".cache" / "yolo-edge" / "bench"))
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One model file to measure, with where it came from."""
+
+    label: str  # e.g. "yolov8n" (shown in tables)
+    path: Path
+    format: str  # onnx | pytorch | tensorrt
+    random_weights: bool = False
+    architecture: str | None = None
+    fixed_size: tuple[int, int] | None = None  # None: accepts any size
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} {FORMAT_TITLES.get(self.format, self.format)}"
+
+
+@dataclass
+class Job:
+    """One configuration: a model at one size, run by one runner with one thread setting."""
+
+    model: ModelFile
+    size: tuple[int, int]
+    mode: str
+    threads: int | None  # None: the runner's own default (Ultralytics)
+    column: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def runner(self) -> str:
+        return RUNNER_TITLES[self.mode]
+
+    def describe(self) -> str:
+        threads = "" if self.threads is None else f" threads={self.threads or 'default'}"
+        return f"{self.model.title} {size_text(self.size)} {self.mode}{threads}"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure latency, FPS, memory and start-up per model, format and input size",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help="model files (.onnx .pt .engine .trt) or architecture names (yolov8n.yaml, "
+                             "yolov8n-seg.yaml: random weights, exported per size)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help="input sizes, HxW or one number for square (default: %(default)s)")
+    parser.add_argument("--formats", default="onnx",
+                        help="formats to export architecture names to: onnx, pt, engine (default: %(default)s)")
+    parser.add_argument("--class-bias", default="-1.0", metavar="FLOAT|none",
+                        help="architecture names: class-logit bias of the random head. The default -1.0 "
+                             "makes every anchor a candidate (the heaviest NMS); 'none' keeps Ultralytics' "
+                             "initialisation (no detections, the lightest) (default: %(default)s)")
+    parser.add_argument("--source", help="video file to read (default: a generated MJPG video)")
+    parser.add_argument("--video-size", default="480x640", help="HxW of the generated video (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=100, help="measured frames per configuration (default: 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="frames run first and left out (default: 10)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every configuration N times, interleaved; medians are reported (default: 1)")
+    parser.add_argument("--threads", default="0",
+                        help="runtime CPU threads to try, comma-separated; 0 = runtime default (default: 0)")
+    parser.add_argument("--modes", default="pipeline",
+                        help="our runners: pipeline (feeder thread overlapping inference, as the component "
+                             "runs) and/or serial (no overlap) (default: %(default)s)")
+    parser.add_argument("--bare", action="store_true",
+                        help="add the bare session.run baseline of the same model and threads")
+    parser.add_argument("--compare-ultralytics", action="store_true",
+                        help="add Ultralytics' own predictor on the same model file and video")
+    parser.add_argument("--no-messages", action="store_true",
+                        help="do not build and encode the frame message per frame (it is on by default, "
+                             "as in the component)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--half", action="store_true", help="FP16 where the backend supports it (and engine export)")
+    parser.add_argument("--output", default="bench-results", help="folder for bench.md/json/png (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per configuration (default: 600)")
+    parser.set_defaults(handler=run)
+
+
+def size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def parse_size(text: str, flag: str = "--sizes") -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise ConfigError(flag, text, "sizes like 640, 480x640 (HxW), multiples of 32") from None
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or any(n < 32 or n > 4096 or n % 32 for n in numbers):
+        raise ConfigError(flag, text, "sizes like 640, 480x640 (HxW), multiples of 32 from 32 to 4096")
+    return numbers[0], numbers[1]
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = [parse_size(part.strip()) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise ConfigError("--sizes", text, "at least one size, e.g. 640,480x640")
+    return list(dict.fromkeys(sizes))
+
+
+def parse_list(flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    bad = [item for item in items if item not in allowed]
+    if bad or not items:
+        raise ConfigError(flag, text, "a comma-separated list of " + ", ".join(allowed))
+    return list(dict.fromkeys(items))
+
+
+def parse_threads(text: str) -> list[int]:
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError("--threads", text, "comma-separated thread counts, 0 = runtime default") from None
+    if not values or any(v < 0 or v > 256 for v in values):
+        raise ConfigError("--threads", text, "comma-separated thread counts from 0 to 256, 0 = runtime default")
+    return list(dict.fromkeys(values))
+
+
+def parse_class_bias(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError("--class-bias", text, "a number such as -1.0, or 'none'") from None
+
+
+def is_architecture(name: str) -> bool:
+    return name.lower().endswith(ARCHITECTURE_SUFFIXES)
+
+
+def build_architecture(name: str, fmt: str, size: tuple[int, int], half: bool = False,
+                       class_bias: float | None = -1.0) -> Path:
+    """A random-weights model of `name` exported for `size`, cached by Ultralytics version."""
+    from .modelgen import build_model, export_model, offline_guards, save_checkpoint
+
+    offline_guards()
+    import ultralytics
+
+    stem = Path(name).stem
+    folder = CACHE / f"ultralytics-{ultralytics.__version__}" / f"class-bias-{class_bias}"
+    checkpoint = folder / f"{stem}.pt"
+    if not checkpoint.exists():
+        save_checkpoint(build_model(name, class_bias=class_bias), checkpoint)
+    export_format, suffix = EXPORTS[fmt]
+    if export_format == "pt":
+        return checkpoint
+    target = folder / f"{stem}-{size_text(size)}{'-fp16' if half else ''}{suffix}"
+    if not target.exists():
+        kwargs = {"half": True} if half and export_format == "engine" else {}
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            copy = Path(scratch) / checkpoint.name
+            copy.write_bytes(checkpoint.read_bytes())  # Ultralytics writes exports beside the checkpoint
+            export_model(copy, export_format, size, target, **kwargs)
+    return target
+
+
+def probe_fixed_size(path: Path, fmt: str, device: str) -> tuple[int, int] | None:
+    """The input size a model file is fixed to, or None when it takes any size."""
+    if fmt == "pytorch":
+        return None
+    from .backends import BackendOptions, load_backend
+
+    backend = load_backend(path, BackendOptions(device=device))
+    try:
+        return None if backend.info.dynamic else tuple(backend.info.input_shape)
+    finally:
+        backend.close()
+
+
+def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list[str], device: str,
+                   half: bool, class_bias: float | None = -1.0, say=print) -> list[tuple[ModelFile, tuple[int, int]]]:
+    """(model file, size) pairs to measure; architectures are built and exported per size."""
+    pairs: list[tuple[ModelFile, tuple[int, int]]] = []
+    for name in names:
+        if is_architecture(name):
+            say(f"{name}: an architecture, built with RANDOM weights (no download) and exported per size; "
+                "its boxes are meaningless, its timings are real")
+            for fmt in formats:
+                for size in sizes:
+                    say(f"  preparing {Path(name).stem} {fmt} {size_text(size)} ...")
+                    path = build_architecture(name, fmt, size, half, class_bias)
+                    model_format = format_for(path)
+                    pairs.append((ModelFile(Path(name).stem, path, model_format, True, name,
+                                            None if model_format == "pytorch" else size), size))
+            continue
+        path = Path(name).expanduser()
+        model_format = format_for(path)  # raises ModelLoadError naming the extension
+        if not path.is_file():
+            raise ModelLoadError(str(path), "file not found")
+        fixed = probe_fixed_size(path, model_format, device)
+        model = ModelFile(path.stem, path.resolve(), model_format, fixed_size=fixed)
+        usable = [size for size in sizes if fixed is None or size == fixed]
+        if not usable:
+            say(f"{path}: fixed at {size_text(fixed)} (not in --sizes); measuring it at that size only. "
+                "Export it at other sizes with `yolo-edge export` to fill the table")
+            usable = [fixed]
+        elif fixed is not None and len(usable) < len(sizes):
+            say(f"{path}: fixed at {size_text(fixed)}; other sizes are skipped for it")
+        pairs.extend((model, size) for size in usable)
+    return pairs
+
+
+def plan_jobs(pairs: list[tuple[ModelFile, tuple[int, int]]], modes: list[str], threads: list[int],
+              bare: bool, ultralytics: bool) -> list[Job]:
+    jobs: list[Job] = []
+    for model, size in pairs:
+        for count in threads:
+            jobs.extend(Job(model, size, mode, count) for mode in modes)
+            if bare:
+                jobs.append(Job(model, size, "bare", count))
+        if ultralytics:
+            jobs.append(Job(model, size, "ultralytics", None))
+    many_threads = len(threads) > 1
+    for job in jobs:
+        parts = [job.model.title]
+        if job.runner:
+            parts.append(f"· {job.runner}")
+        if many_threads and job.threads is not None:
+            parts.append(f"· threads={job.threads or 'default'}")
+        job.column = " ".join(parts)
+    return jobs
+
+
+def make_video(path: Path, frames: int, size: tuple[int, int]) -> Path:
+    from .demo import demo_video
+
+    return demo_video(path, frames, size)
+
+
+def worker_environment() -> dict[str, str]:
+    """The worker must import this very package even when it is not installed."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("YOLO_OFFLINE", "1")
+    env.setdefault("YOLO_VERBOSE", "False")
+    return env
+
+
+def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeout: float) -> dict[str, Any]:
+    """Run one configuration in a fresh process; its result, or a result with `error`."""
+    spec_path = workdir / f"spec-{index}.json"
+    result_path = workdir / f"result-{index}.json"
+    result_path.unlink(missing_ok=True)
+    threads = {} if job.threads is None else {"threads": job.threads}
+    spec_path.write_text(json.dumps({**spec, **threads, "mode": job.mode, "model": str(job.model.path),
+                                     "size": list(job.size), "result": str(result_path),
+                                     "spawned_at": time.time()}))
+    command = [sys.executable, "-m", "yolo_edge.bench_worker", str(spec_path)]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir,
+                                   env=worker_environment(), check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s (raise --timeout)"}
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+        if completed.returncode and "error" not in result:
+            result["error"] = f"worker exited with {completed.returncode}"
+        return result
+    tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
+    return {"error": f"worker exited with {completed.returncode}: " + " | ".join(tail)}
+
+
+def median_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-metric medians over the successful runs of one configuration."""
+    good = [run for run in runs if "error" not in run]
+    if not good:
+        return {"error": runs[-1].get("error", "no run") if runs else "no run"}
+
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    summary: dict[str, Any] = {"runs": len(good)}
+    for key in ("fps", "frame_ms", "first_result_s", "peak_rss_mb", "cpu_ms_per_frame", "detections_per_frame",
+                "frames"):
+        values = [run[key] for run in good if run.get(key) is not None]
+        if values:
+            summary[key] = med(values)
+    summary["startup"] = {key: med([run["startup"][key] for run in good]) for key in good[0]["startup"]}
+    summary["latency_ms"] = {
+        stage: {stat: med([run["latency_ms"][stage][stat] for run in good]) for stat in stats}
+        for stage, stats in good[0]["latency_ms"].items()}
+    for key in ("info", "bare_call", "note"):
+        if key in good[-1]:
+            summary[key] = good[-1][key]
+    if len(good) < len(runs):
+        summary["failed_runs"] = len(runs) - len(good)
+    return summary
+
+
+class Progress:
+    """A plain-text progress bar: one line per finished configuration."""
+
+    def __init__(self, total: int, width: int = 20) -> None:
+        self.total = total
+        self.width = width
+        self.done = 0
+        self.started = time.monotonic()
+
+    def line(self, text: str) -> str:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * (self.total - self.done)
+        filled = round(self.width * self.done / self.total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        return (f"[{bar}] {self.done:>{len(str(self.total))}}/{self.total} "
+                f"{_clock(elapsed)} elapsed, ~{_clock(left)} left | {text}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"ERROR {result['error']}"
+    total = result["latency_ms"]["total"]["p50"]
+    return (f"{total:.1f} ms p50 total, {result['frame_ms']:.1f} ms/frame, {result['fps']:.1f} FPS, "
+            f"first result {result['first_result_s']:.2f} s, peak {result['peak_rss_mb']:.0f} MB")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import bench_report
+
+    sizes = parse_sizes(args.sizes)
+    formats = parse_list("--formats", args.formats, tuple(EXPORTS))
+    modes = parse_list("--modes", args.modes, OUR_MODES)
+    threads = parse_threads(args.threads)
+    video_size = parse_size(args.video_size, "--video-size")
+    class_bias = parse_class_bias(args.class_bias)
+    for flag, value, low in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0), ("--repeat", args.repeat, 1)):
+        if value < low:
+            raise ConfigError(flag, value, f"an integer >= {low}")
+    if args.source and not Path(args.source).is_file():
+        raise ConfigError("--source", args.source, "an existing video file")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        pairs = resolve_models(args.models, sizes, formats, args.device, args.half, class_bias)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    jobs = plan_jobs(pairs, modes, threads, args.bare, args.compare_ultralytics)
+
+    with tempfile.TemporaryDirectory(prefix="yolo-edge-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.source:
+            source, source_info = str(Path(args.source).resolve()), {"path": str(Path(args.source).resolve())}
+        else:
+            frames = args.warmup + args.frames
+            source = str(make_video(workdir / "bench.avi", frames, video_size))
+            source_info = {"generated": True, "frames": frames, "size": list(video_size), "codec": "MJPG"}
+        spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
+                "half": args.half, "messages": not args.no_messages}
+        total = len(jobs) * args.repeat
+        print(f"{len(jobs)} configurations x {args.repeat} repeat(s), {args.warmup} warm-up + {args.frames} "
+              f"measured frames each, every one in its own process")
+        progress = Progress(total)
+        index = 0
+        for repeat in range(args.repeat):
+            for job in jobs:
+                index += 1
+                result = run_worker(job, spec, workdir, index, args.timeout)
+                result["repeat"] = repeat + 1
+                job.runs.append(result)
+                print(progress.line(f"{job.describe()}: {_outcome(result)}"), flush=True)
+
+    report = {
+        "schema": 1, "tool": f"yolo-edge bench {__version__}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command_line(args),
+        "environment": bench_report.environment(),
+        "settings": {"sizes": [list(s) for s in sizes], "frames": args.frames, "warmup": args.warmup,
+                     "repeat": args.repeat, "threads": threads, "modes": modes, "bare": args.bare,
+                     "compare_ultralytics": args.compare_ultralytics, "messages": not args.no_messages,
+                     "device": args.device, "half": args.half, "source": source_info,
+                     "class_bias": class_bias},
+        "models": _model_entries(pairs),
+        "configurations": [
+            {"column": job.column, "model": job.model.label, "format": job.model.format, "mode": job.mode,
+             "runner": job.runner or "yolo-edge", "path": str(job.model.path), "size": list(job.size),
+             "threads": job.threads, "random_weights": job.model.random_weights,
+             "summary": median_summary(job.runs), "runs": job.runs}
+            for job in jobs],
+    }
+    report["targets"] = bench_report.check_targets(report["configurations"])
+    written = bench_report.write_all(report, output)
+    print()
+    print(bench_report.summary_table(report))
+    for path in written:
+        print(f"wrote {path}")
+    failed = [c for c in report["configurations"] if "error" in c["summary"]]
+    for config in failed:
+        print(f"error: {config['column']} {size_text(tuple(config['size']))}: {config['summary']['error']}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The invocation, rebuilt from the parsed arguments (defaults left out)."""
+    parts = ["yolo-edge", "bench", *args.models]
+    options = (("--sizes", "sizes", DEFAULT_SIZES), ("--formats", "formats", "onnx"),
+               ("--class-bias", "class_bias", "-1.0"), ("--source", "source", None),
+               ("--video-size", "video_size", "480x640"), ("--frames", "frames", 100), ("--warmup", "warmup", 10),
+               ("--repeat", "repeat", 1), ("--threads", "threads", "0"), ("--modes", "modes", "pipeline"),
+               ("--device", "device", "auto"))
+    for flag, name, default in options:
+        value = getattr(args, name)
+        if value != default:
+            parts += [flag, str(value)]
+    for flag, name in (("--bare", "bare"), ("--compare-ultralytics", "compare_ultralytics"),
+                       ("--no-messages", "no_messages"), ("--half", "half")):
+        if getattr(args, name):
+            parts.append(flag)
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def _model_entries(pairs: list[tuple[ModelFile, tuple[int, int]]]) -> list[dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    for model, _ in pairs:
+        entries.setdefault(str(model.path), {
+            "label": model.label, "path": str(model.path), "format": model.format,
+            "random_weights": model.random_weights, "architecture": model.architecture,
+            "fixed_size": list(model.fixed_size) if model.fixed_size else None})
+    return list(entries.values())

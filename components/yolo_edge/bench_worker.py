@@ -1,0 +1,365 @@
+"""One benchmark configuration, measured in a process of its own (started by `yolo-edge bench`).
+
+    python -m yolo_edge.bench_worker SPEC.json
+
+SPEC names the mode, model, input size, source, frame counts and thread setting; the worker writes
+its measurements as JSON to the spec's `result` path. A fresh process per configuration keeps peak
+memory and start-up time honest: nothing is shared with, or warmed by, another configuration.
+
+Modes:
+- `pipeline`: the component's own path, FrameFeeder (reads and preprocesses on its thread) +
+  Predictor.infer_and_decode on this thread, plus building and encoding the frame message, exactly
+  as the controller does per frame.
+- `serial`: the same Predictor with read → preprocess → infer → postprocess on one thread (no
+  overlap); for comparing the feeder's overlap against none.
+- `bare`: the backend's bare `session.run` (ONNX) or `infer` on one preprocessed tensor, same
+  thread settings: the floor the pipeline is judged against.
+- `ultralytics`: Ultralytics' own predictor, `YOLO(model).predict(source, stream=True, ...)`.
+
+Only the standard library is imported at module level so each mode pays only for its own imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+MODES = ("pipeline", "serial", "bare", "ultralytics")
+STAGES = ("preprocess", "inference", "postprocess", "total", "message", "frame")
+FEED_TIMEOUT_S = 30.0
+
+
+class Recorder:
+    """Collects per-frame stage times after the warm-up, and the end-to-end frame intervals."""
+
+    def __init__(self, warmup: int, frames: int, spawned_at: float) -> None:
+        self.warmup = warmup
+        self.frames = frames
+        self.spawned_at = spawned_at
+        self.samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        self.results = 0
+        self.first_result_s: float | None = None
+        self.detections = 0
+        self._last: float | None = None
+        self._measure_start: float | None = None
+        self._cpu_start = 0.0
+        self.measured_s = 0.0
+        self.cpu_s = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.results >= self.warmup + self.frames
+
+    def result(self, stages: dict[str, float], detections: int) -> None:
+        """Call once per result, right after it is complete."""
+        now = time.perf_counter()
+        self.results += 1
+        if self.first_result_s is None:
+            self.first_result_s = time.time() - self.spawned_at
+        if self.results <= self.warmup:
+            self._last = now
+            if self.results == self.warmup:
+                self._start_clock(now)
+            return
+        if self._measure_start is None:  # no warm-up at all
+            self._start_clock(now)
+        for stage, value in stages.items():
+            self.samples[stage].append(value)
+        if self._last is not None:
+            self.samples["frame"].append((now - self._last) * 1000)
+        self._last = now
+        self.detections += detections
+        self.measured_s = now - self._measure_start
+        self.cpu_s = _cpu_seconds() - self._cpu_start
+
+    def _start_clock(self, now: float) -> None:
+        self._measure_start = now
+        self._cpu_start = _cpu_seconds()
+
+    def summary(self) -> dict[str, Any]:
+        measured = len(self.samples["frame"])
+        return {
+            "frames": measured,
+            "warmup": min(self.warmup, self.results),
+            "latency_ms": {stage: percentiles(values) for stage, values in self.samples.items() if values},
+            "fps": round(measured / self.measured_s, 3) if self.measured_s > 0 else 0.0,
+            "frame_ms": round(self.measured_s * 1000 / measured, 3) if measured else 0.0,
+            "first_result_s": round(self.first_result_s, 3) if self.first_result_s is not None else None,
+            "cpu_ms_per_frame": round(self.cpu_s * 1000 / measured, 3) if measured else 0.0,
+            "detections_per_frame": round(self.detections / measured, 2) if measured else 0.0,
+        }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:  # linear interpolation, as numpy.percentile's default
+        position = (len(ordered) - 1) * q
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return {"p50": round(at(0.5), 3), "p90": round(at(0.9), 3), "p99": round(at(0.99), 3),
+            "mean": round(sum(ordered) / len(ordered), 3), "min": round(ordered[0], 3)}
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across
+    fork + exec, so a worker started by a big parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _config(spec: dict[str, Any]):
+    from .config import Config
+
+    height, width = spec["size"]
+    return Config.from_mapping({
+        "model_loc": spec["model"], "camera_id": spec["source"], "MODEL_HEIGHT": height, "MODEL_WIDTH": width,
+        "threads": spec.get("threads", 0), "device": spec.get("device", "auto"), "half": spec.get("half", False),
+        "task": spec.get("task", "auto"), "max_publish_rate": 0})
+
+
+def _count(result: Any) -> int:
+    try:
+        return len(result)
+    except TypeError:
+        return 0
+
+
+def _message_encoder(spec: dict[str, Any], predictor, source_description: str
+                     ) -> Callable[[Any, Any, int, float], float]:
+    """Builds and JSON-encodes the frame message as the controller and publisher do; returns its ms."""
+    from . import messages
+
+    def encode(prediction, frame, seq: int, fps: float) -> float:
+        if not spec.get("messages", True):
+            return 0.0
+        start = time.perf_counter()
+        message = messages.frame_message(
+            seq=seq, info=predictor.info, source=source_description, frame_shape=frame.shape[:2],
+            result=prediction.result, preprocess_ms=prediction.preprocess_ms,
+            inference_ms=prediction.inference_ms, postprocess_ms=prediction.postprocess_ms, fps=fps)
+        messages.encode(message)
+        return (time.perf_counter() - start) * 1000
+
+    return encode
+
+
+def _stages(prediction, message_ms: float) -> dict[str, float]:
+    return {"preprocess": prediction.preprocess_ms, "inference": prediction.inference_ms,
+            "postprocess": prediction.postprocess_ms, "total": prediction.total_ms, "message": message_ms}
+
+
+def run_pipeline(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+    """FrameFeeder + Predictor: the code the controller runs for every frame."""
+    from .metrics import RollingFPS
+    from .pipeline import FrameFeeder
+    from .predictor import load_predictor
+    from .sources import open_source
+
+    imported = time.time()
+    predictor = load_predictor(_config(spec))
+    loaded = time.time()
+    source = open_source(spec["source"], False)
+    feeder = FrameFeeder(source, predictor.prepare).start()
+    encode = _message_encoder(spec, predictor, source.description)
+    fps = RollingFPS()
+    try:
+        while not recorder.done:
+            item = feeder.get(FEED_TIMEOUT_S)
+            if item is None:
+                raise RuntimeError(f"no frame from the feeder within {FEED_TIMEOUT_S:g} s")
+            if item.end:
+                if item.error is not None:
+                    raise item.error
+                break
+            assert item.prepared is not None
+            prediction = predictor.infer_and_decode(item.prepared)
+            message_ms = encode(prediction, item.prepared.frame, recorder.results + 1,
+                                fps.tick(time.monotonic()))
+            recorder.result(_stages(prediction, message_ms), _count(prediction.result))
+    finally:
+        feeder.stop()
+    return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
+            "info": _info(predictor.info)}
+
+
+def run_serial(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+    """The same Predictor with no feeder thread: read, prepare, infer, decode in turn."""
+    from .metrics import RollingFPS
+    from .predictor import load_predictor
+    from .sources import open_source
+
+    imported = time.time()
+    predictor = load_predictor(_config(spec))
+    loaded = time.time()
+    source = open_source(spec["source"], False)
+    encode = _message_encoder(spec, predictor, source.description)
+    fps = RollingFPS()
+    buffers: dict = {}
+    try:
+        while not recorder.done:
+            frame = source.read()
+            if frame is None:
+                break
+            prediction = predictor.infer_and_decode(predictor.prepare(frame, buffers))
+            message_ms = encode(prediction, frame, recorder.results + 1, fps.tick(time.monotonic()))
+            recorder.result(_stages(prediction, message_ms), _count(prediction.result))
+    finally:
+        source.close()
+    return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
+            "info": _info(predictor.info)}
+
+
+def run_bare(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+    """Bare runtime calls on one preprocessed real frame, with the same backend options."""
+    import numpy as np
+
+    from . import processing
+    from .backends import BackendOptions, load_backend
+    from .sources import open_source
+
+    imported = time.time()
+    config = _config(spec)
+    backend = load_backend(config.model_loc, BackendOptions(config.device, config.half, config.threads,
+                                                            config.input_size, config.task))
+    loaded = time.time()
+    source = open_source(spec["source"], False)
+    try:
+        frame = source.read()
+    finally:
+        source.close()
+    if frame is None:
+        raise RuntimeError(f"source {spec['source']} has no frame")
+    dtype = np.float16 if backend.info.input_dtype == "float16" else np.float32
+    tensor, _ = processing.preprocess(frame, backend.info.input_shape, dtype)
+    session = getattr(backend, "session", None)
+    if session is not None and hasattr(backend, "output_names"):
+        names, feed = backend.output_names, {backend.input_name: tensor}
+
+        def call() -> None:
+            session.run(names, feed)
+        what = "session.run"
+    else:
+        def call() -> None:
+            backend.infer(tensor)
+        what = "backend.infer"
+    while not recorder.done:
+        start = time.perf_counter()
+        call()
+        elapsed = (time.perf_counter() - start) * 1000
+        recorder.result({"inference": elapsed, "total": elapsed}, 0)
+    backend.close()
+    return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
+            "info": _info(backend.info), "bare_call": what}
+
+
+def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+    """Ultralytics' predictor on the same model file and video, its own Results.speed per stage."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    from ultralytics import YOLO
+
+    imported = time.time()
+    task = spec.get("task", "auto")
+    model = YOLO(spec["model"], task=None if task == "auto" else task)
+    loaded = time.time()
+    height, width = spec["size"]
+    device = spec.get("device", "auto")
+    kwargs: dict[str, Any] = {"device": "cpu"} if device == "cpu" else {"device": device[5:] or 0} \
+        if device.startswith("cuda") else {}
+    stream: Iterator = model.predict(source=spec["source"], stream=True, imgsz=(height, width), verbose=False,
+                                     half=spec.get("half", False), **kwargs)
+    try:
+        for result in stream:
+            speed = result.speed
+            stages = {stage: float(speed.get(stage) or 0.0) for stage in ("preprocess", "inference", "postprocess")}
+            stages["total"] = sum(stages.values())
+            boxes = getattr(result, "boxes", None)
+            recorder.result(stages, len(boxes) if boxes is not None else 0)
+            if recorder.done:
+                break
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()
+    import ultralytics
+
+    info = {"name": os.path.basename(spec["model"]), "task": model.task, "runtime": f"ultralytics "
+            f"{ultralytics.__version__}", "input_shape": [height, width]}
+    return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported, "info": info}
+
+
+def _info(info) -> dict[str, Any]:
+    return {"name": info.name, "format": info.format, "task": info.task, "runtime": info.runtime,
+            "device": info.device, "input_shape": list(info.input_shape), "dtype": info.input_dtype}
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any], Recorder], dict[str, Any]]] = {
+    "pipeline": run_pipeline, "serial": run_serial, "bare": run_bare, "ultralytics": run_ultralytics}
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    mode = spec["mode"]
+    if mode not in RUNNERS:
+        raise ValueError(f"spec field 'mode' is {mode!r}; expected one of {', '.join(MODES)}")
+    recorder = Recorder(int(spec.get("warmup", 10)), int(spec.get("frames", 100)),
+                        float(spec.get("spawned_at") or time.time()))
+    load_before = os.getloadavg()[0]
+    details = RUNNERS[mode](spec, recorder)
+    if recorder.results == 0:
+        raise RuntimeError(f"no result at all from {spec['source']}")
+    summary = recorder.summary()
+    summary.update({
+        "mode": mode, "model": spec["model"], "size": list(spec["size"]), "threads": spec.get("threads", 0),
+        "peak_rss_mb": peak_rss_mb(), "startup": {"imports_s": round(details.pop("imports_s"), 3),
+                                                  "load_s": round(details.pop("load_s"), 3)},
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], **details})
+    if summary["frames"] < recorder.frames:
+        summary["note"] = (f"the source ended after {recorder.results} frames; "
+                           f"{summary['frames']} measured instead of {recorder.frames}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 2
+    with open(argv[0], encoding="utf-8") as handle:
+        spec = json.load(handle)
+    try:
+        result = measure(spec)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent as data
+        result = {"mode": spec.get("mode"), "model": spec.get("model"), "size": spec.get("size"),
+                  "error": f"{type(exc).__name__}: {exc}"}
+        code = 1
+    else:
+        code = 0
+    with open(spec["result"], "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Greengrass IPC transport: commands from and results to AWS IoT Core through the nucleus.
+
+Uses awsiotsdk's `GreengrassCoreIPCClientV2`. The nucleus delivers stream events on its own threads
+(`on_stream_error` even on the IPC network thread), and a blocking IPC call made there deadlocks, so
+every stream callback here only hands work over: commands go straight to `on_command` (which must
+only enqueue), configuration-change events go onto a queue that a worker thread drains.
+
+awsiotsdk is imported lazily so that `greengrass_available()` and this module work without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import CommandHandler, TransportError
+
+log = logging.getLogger(__name__)
+
+IPC_SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+IPC_TOKEN_ENV = "SVCUID"
+QOS_AT_LEAST_ONCE = "1"  # awsiot.greengrasscoreipc.model.QOS.AT_LEAST_ONCE
+STATE_ERRORED = "ERRORED"  # awsiot.greengrasscoreipc.model.ReportedLifecycleState.ERRORED
+
+ConfigCallback = Callable[[dict[str, Any]], None]
+
+
+def greengrass_available(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the nucleus has given this process an IPC socket and token (it runs as a component)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get(IPC_SOCKET_ENV)) and bool(env.get(IPC_TOKEN_ENV))
+
+
+def _ipc_error_types() -> tuple[type[BaseException], ...]:
+    """Every exception an IPC call can raise: service errors, stream/connection errors, timeouts."""
+    kinds: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    try:
+        from awscrt.exceptions import AwsCrtError
+        from awsiot.eventstreamrpc import (
+            ConnectionClosedError,
+            EventStreamError,
+            EventStreamOperationError,
+            StreamClosedError,
+        )
+        from awsiot.greengrasscoreipc.model import GreengrassCoreIPCError
+    except ImportError:  # pragma: no cover - awsiotsdk missing; nothing IPC-specific can be raised then
+        return tuple(kinds)
+    kinds += [GreengrassCoreIPCError, EventStreamError, EventStreamOperationError, ConnectionClosedError,
+              StreamClosedError, AwsCrtError]
+    return tuple(kinds)
+
+
+class MessageRejected(TransportError):
+    """The nucleus refused this message for good (not authorized, invalid, too large): sending it
+    again cannot succeed, unlike a TransportError from a lost connection. `retryable` is False."""
+
+    retryable = False
+
+
+# Rejections of the message itself rather than of the moment (a full spooler, a lost connection).
+_REJECTING_ERRORS = ("UnauthorizedError", "InvalidArgumentsError")
+_TOO_LARGE_HINTS = ("exceeds", "too large", "size limit", "maxmessagesize")
+
+
+def _rejects_message(exc: BaseException) -> bool:
+    if type(exc).__name__ in _REJECTING_ERRORS:
+        return True
+    text = (getattr(exc, "message", None) or str(exc)).lower()
+    return type(exc).__name__ == "ServiceError" and any(hint in text for hint in _TOO_LARGE_HINTS)
+
+
+def _describe(exc: BaseException) -> str:
+    # awsiotsdk's service errors carry their text in `.message`; str() of them is empty.
+    text = getattr(exc, "message", None) or str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class GreengrassTransport:
+    """Transport over Greengrass IPC: subscribe/publish to IoT Core, configuration, lifecycle state.
+
+    `client` is a `GreengrassCoreIPCClientV2` (or anything with its methods); when None, one is
+    connected on first use from the nucleus' environment variables.
+    """
+
+    name = "greengrass"
+
+    def __init__(self, client: Any = None, *, config_debounce_s: float = 0.2) -> None:
+        self._client = client
+        self._errors = _ipc_error_types()
+        self._lock = threading.Lock()
+        self._on_command: CommandHandler | None = None
+        self._input_topic: str | None = None
+        self._pending_topic: str | None = None
+        self._topic_lock = threading.Lock()  # one subscription change at a time, in call order
+        self._subscription: Any = None  # the SubscribeToIoTCoreOperation of the current input topic
+        self._subscription_alive = False
+        self._closed = False
+        self._config_debounce_s = config_debounce_s
+        self._config_events: queue.Queue[bool] = queue.Queue()
+        self._config_operation: Any = None
+        self._config_worker: threading.Thread | None = None
+
+    # -- client --------------------------------------------------------------------------------------
+
+    def _ipc(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise TransportError("Greengrass transport is closed")
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    @staticmethod
+    def _connect() -> Any:
+        if not greengrass_available():
+            raise TransportError(
+                f"Greengrass IPC is not available: {IPC_SOCKET_ENV} and {IPC_TOKEN_ENV} are not set. "
+                "Run inside a Greengrass component, or use the MQTT transport for local runs")
+        try:
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        except ImportError as exc:
+            raise TransportError(
+                "Greengrass IPC needs awsiotsdk: pip install 'yolo-edge[greengrass]'") from exc
+        try:
+            return GreengrassCoreIPCClientV2()
+        except Exception as exc:  # connect() raises CRT, timeout and KeyError alike
+            raise TransportError(f"cannot connect to the Greengrass nucleus over IPC: {_describe(exc)}") from exc
+
+    def _call(self, what: str, function: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return function(**kwargs)
+        except self._errors as exc:
+            kind = MessageRejected if _rejects_message(exc) else TransportError
+            raise kind(f"{what} failed: {_describe(exc)}") from exc
+
+    # -- Transport protocol --------------------------------------------------------------------------
+
+    def start(self, input_topic: str, on_command: CommandHandler) -> None:
+        """Subscribe to `input_topic` on IoT Core; each message's payload goes to `on_command`.
+
+        A topic set with `set_input_topic` before `start` (a configuration update that won the
+        race with start-up) is newer than `input_topic` and wins."""
+        with self._topic_lock:
+            self._on_command = on_command
+            topic, self._pending_topic = self._pending_topic or input_topic, None
+            self._subscribe(topic)
+
+    def set_input_topic(self, topic: str) -> None:
+        """Move the command subscription to `topic`: subscribe the new one, then drop the old one."""
+        with self._topic_lock:
+            if self._on_command is None:
+                self._pending_topic = topic
+                return
+            if topic == self._input_topic and self._subscription_alive:
+                return
+            self._subscribe(topic)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish to IoT Core at QoS 1. Success means the nucleus accepted it into its spooler.
+
+        Raises MessageRejected (a TransportError with `retryable = False`) when the nucleus refuses
+        the message itself (topic not allowed by accessControl, payload over its size limit), and
+        TransportError when the moment is wrong (connection lost, spooler full)."""
+        client = self._ipc()
+        self._call(f"publish to {topic!r} ({len(payload)} bytes)", client.publish_to_iot_core,
+                   topic_name=topic, qos=QOS_AT_LEAST_ONCE, payload=payload)
+
+    def connected(self) -> bool:
+        """True while the command subscription is open (the nucleus keeps the cloud link itself)."""
+        return not self._closed and self._subscription_alive
+
+    def close(self) -> None:
+        """Unsubscribe, stop the configuration worker and close the IPC connection. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            client = self._client
+            operations = [self._subscription, self._config_operation]
+            self._subscription = self._config_operation = None
+            self._subscription_alive = False
+        self._config_events.put(False)  # wakes the worker so it can exit
+        for operation in operations:
+            self._close_operation(operation)
+        if self._config_worker is not None and self._config_worker is not threading.current_thread():
+            self._config_worker.join(timeout=5)
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # closing must not fail shutdown
+                log.warning("closing the IPC client failed: %s", _describe(exc))
+
+    # -- configuration and state -----------------------------------------------------------------
+
+    def read_configuration(self) -> dict[str, Any]:
+        """The component's whole configuration (including `accessControl`) as a plain dict."""
+        client = self._ipc()
+        response = self._call("get_configuration", client.get_configuration, key_path=[])
+        value = getattr(response, "value", None)
+        return dict(value) if value else {}
+
+    def watch_configuration(self, callback: ConfigCallback) -> None:
+        """Call `callback(whole configuration)` after every configuration change.
+
+        Changes that arrive close together (a deployment merging several keys sends one event per
+        key) are folded into one re-read, so a multi-key merge reconfigures the component once.
+        """
+        if self._config_worker is not None:
+            raise TransportError("watch_configuration may be called only once")
+        client = self._ipc()
+        _response, operation = self._call(
+            "subscribe_to_configuration_update", client.subscribe_to_configuration_update,
+            key_path=[], on_stream_event=self._on_config_event,
+            on_stream_error=self._on_stream_error("configuration update"),
+            on_stream_closed=lambda: log.info("configuration update stream closed"))
+        self._config_operation = operation
+        self._config_worker = threading.Thread(
+            target=self._config_loop, args=(callback,), name="greengrass-config", daemon=True)
+        self._config_worker.start()
+
+    def report_error(self) -> None:
+        """Tell the nucleus this component is ERRORED (it runs the Recover step, then restarts it)."""
+        client = self._ipc()
+        self._call("update_state(ERRORED)", client.update_state, state=STATE_ERRORED)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _subscribe(self, topic: str) -> None:
+        client = self._ipc()
+
+        def on_message(event: Any) -> None:
+            self._on_iot_message(topic, event)
+
+        def on_closed() -> None:
+            if self._subscription is operation_box[0] and not self._closed:
+                self._subscription_alive = False
+                log.warning("IoT Core subscription to %r closed by the nucleus", topic)
+
+        operation_box: list[Any] = [None]
+        _response, operation = self._call(
+            f"subscribe to {topic!r}", client.subscribe_to_iot_core,
+            topic_name=topic, qos=QOS_AT_LEAST_ONCE, on_stream_event=on_message,
+            on_stream_error=self._on_stream_error(f"subscription to {topic!r}"), on_stream_closed=on_closed)
+        operation_box[0] = operation
+        with self._lock:
+            previous, self._subscription = self._subscription, operation
+            self._input_topic = topic
+            self._subscription_alive = True
+        log.info("subscribed to IoT Core topic %r", topic)
+        if previous is not None:
+            self._close_operation(previous)
+
+    def _on_iot_message(self, topic: str, event: Any) -> None:
+        if topic != self._input_topic or self._on_command is None:
+            return  # a late message of a subscription that has just been replaced
+        message = getattr(event, "message", None)
+        payload = getattr(message, "payload", None)
+        if payload is None:
+            return
+        if isinstance(payload, str):
+            payload = payload.encode()
+        try:
+            self._on_command(bytes(payload))
+        except Exception:
+            log.exception("command handler failed on a message from %r", topic)
+
+    @staticmethod
+    def _on_stream_error(what: str) -> Callable[[Exception], bool]:
+        def on_error(error: Exception) -> bool:
+            log.warning("IPC stream error on %s: %s", what, _describe(error))
+            return False  # keep the stream open
+
+        return on_error
+
+    def _on_config_event(self, _event: Any) -> None:
+        self._config_events.put(True)
+
+    def _config_loop(self, callback: ConfigCallback) -> None:
+        while self._config_events.get():
+            # Fold a burst of events into one re-read.
+            while True:
+                try:
+                    if not self._config_events.get(timeout=self._config_debounce_s):
+                        return
+                except queue.Empty:
+                    break
+            if self._closed:
+                return
+            try:
+                mapping = self.read_configuration()
+            except TransportError as exc:
+                log.error("re-reading the configuration after an update failed: %s", exc)
+                continue
+            try:
+                callback(mapping)
+            except Exception:
+                log.exception("configuration callback failed")
+
+    def _close_operation(self, operation: Any) -> None:
+        if operation is None:
+            return
+        try:
+            operation.close()
+        except Exception as exc:  # the stream may already be gone with the connection
+            log.debug("closing an IPC stream failed: %s", _describe(exc))

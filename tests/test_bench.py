@@ -1,0 +1,115 @@
+"""`yolo-edge bench`: a real run on a tiny configuration, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolo_edge import bench, bench_worker
+from yolo_edge.cli import main
+
+STAGES = ("preprocess", "inference", "postprocess", "total", "message", "frame")
+
+
+@pytest.fixture(scope="module")
+def bench_run(random_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    model = random_model("detect", imgsz=320)
+    output = tmp_path_factory.mktemp("bench")
+    code = main(["bench", str(model), "--sizes", "320", "--frames", "8", "--warmup", "2", "--bare",
+                 "--compare-ultralytics", "--device", "cpu", "--output", str(output)])
+    return code, output
+
+
+def _config(report: dict, mode: str) -> dict:
+    return next(c for c in report["configurations"] if c["mode"] == mode)
+
+
+def test_bench_writes_table_json_and_chart(bench_run) -> None:
+    code, output = bench_run
+    assert code == 0
+    report = json.loads((output / "bench.json").read_text())
+    assert [c["mode"] for c in report["configurations"]] == ["pipeline", "bare", "ultralytics"]
+    for config in report["configurations"]:
+        summary = config["summary"]
+        assert "error" not in summary, summary
+        assert summary["frames"] == 8 and summary["runs"] == 1
+        assert summary["fps"] > 0 and summary["frame_ms"] > 0
+        assert 0 < summary["first_result_s"] < 120
+        assert summary["peak_rss_mb"] > 20
+        assert summary["fps"] == pytest.approx(1000 / summary["frame_ms"], rel=0.01)
+        for stats in summary["latency_ms"].values():
+            assert 0 <= stats["p50"] <= stats["p90"] <= stats["p99"]
+    ours = _config(report, "pipeline")["summary"]
+    assert set(ours["latency_ms"]) == set(STAGES)
+    for stage in ("preprocess", "inference", "postprocess", "total", "frame"):
+        assert ours["latency_ms"][stage]["p50"] > 0, stage
+    assert ours["latency_ms"]["total"]["p50"] >= ours["latency_ms"]["inference"]["p50"]
+    assert ours["info"]["format"] == "onnx" and ours["info"]["input_shape"] == [320, 320]
+    ultralytics = _config(report, "ultralytics")["summary"]
+    assert {"preprocess", "inference", "postprocess", "total"} <= set(ultralytics["latency_ms"])
+    assert ultralytics["detections_per_frame"] > 0 and ours["detections_per_frame"] > 0
+    # Each configuration has its own process: the ONNX-only worker stays far below this test process
+    # (which holds torch) and below Ultralytics' worker, which imports torch too.
+    assert ours["peak_rss_mb"] < ultralytics["peak_rss_mb"]
+    assert ours["startup"]["load_s"] > 0
+    env = report["environment"]
+    assert env["cpu"] and env["cpu_count"] >= 1 and "onnxruntime" in env["libraries"]
+    assert report["settings"]["source"]["generated"] is True
+    assert {check["check"] for check in report["targets"]} >= {
+        "end-to-end frame time / bare session.run (same threads)", "end-to-end FPS vs Ultralytics' predictor",
+        "peak RSS / Ultralytics' process", "process start to first result (s)"}
+
+    table = (output / "bench.md").read_text()
+    label = Path(_config(report, "pipeline")["path"]).stem
+    assert f"| input H×W | {label} ONNX | {label} ONNX · bare | {label} ONNX · Ultralytics |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| 320×320 |"))
+    assert float(row.split("|")[2]) == pytest.approx(ours["latency_ms"]["total"]["p50"], abs=0.01)
+    assert "## Details" in table and "## Targets" in table
+
+    png = (output / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_worker_percentiles_match_numpy() -> None:
+    values = list(np.random.default_rng(1).gamma(2.0, 10.0, 501))
+    stats = bench_worker.percentiles(values)
+    expected = np.percentile(values, (50, 90, 99))
+    assert [stats["p50"], stats["p90"], stats["p99"]] == pytest.approx(expected, abs=1e-3)
+
+
+def test_repeats_report_medians() -> None:
+    def run(fps: float) -> dict:
+        return {"fps": fps, "frame_ms": 1000 / fps, "first_result_s": 0.5, "peak_rss_mb": 100.0,
+                "cpu_ms_per_frame": 10.0, "detections_per_frame": 3.0, "frames": 10,
+                "startup": {"imports_s": 0.1, "load_s": 0.2},
+                "latency_ms": {"total": {"p50": 1000 / fps, "p90": 2000 / fps, "p99": 3000 / fps}}}
+
+    summary = bench.median_summary([run(10.0), {"error": "boom"}, run(30.0), run(20.0)])
+    assert summary["fps"] == 20.0 and summary["runs"] == 3 and summary["failed_runs"] == 1
+    assert summary["latency_ms"]["total"]["p50"] == 50.0
+    assert bench.median_summary([{"error": "boom"}]) == {"error": "boom"}
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--sizes", "300"], "--sizes"),
+    (["--sizes", "640x"], "--sizes"),
+    (["--threads", "two"], "--threads"),
+    (["--modes", "fast"], "--modes"),
+    (["--frames", "0"], "--frames"),
+    (["--formats", "tflite"], "--formats"),
+])
+def test_bad_options_name_the_flag(argv: list[str], needle: str, tmp_path: Path, capsys) -> None:
+    assert main(["bench", "yolov8n.yaml", *argv, "--output", str(tmp_path)]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_unknown_model_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"x")
+    assert main(["bench", str(model), "--output", str(tmp_path)]) == 2
+    assert "model.tflite" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "missing.onnx"), "--output", str(tmp_path)]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -1,0 +1,278 @@
+"""utils/build_component.py: the wheel and the built recipe in GDK's layout; and the built recipe's
+Install step run for real (venv, wheel, stamp), the way the nucleus runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "utils" / "build_component.py"
+COMPONENT = "com.yoloedge.inference"
+
+
+def run_build(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BUILD), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, **(env or {})})
+
+
+def gdk_settings() -> tuple[str, dict[str, Any]]:
+    config = json.loads((REPO / "gdk-config.json").read_text())
+    ((name, settings),) = config["component"].items()
+    return name, settings
+
+
+def package_version() -> str:
+    match = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert match, "pyproject.toml has no static version"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gg") / "greengrass-build"
+    leftovers = {p for p in (REPO / "build", REPO / "components" / "yolo_edge.egg-info") if p.exists()}
+    done = run_build("--no-build-isolation", "--output-dir", str(out))
+    assert done.returncode == 0, done.stderr
+    assert {p for p in (REPO / "build", REPO / "components" / "yolo_edge.egg-info") if p.exists()} == leftovers, \
+        "the build must not write into the source tree"
+    return out
+
+
+def built_recipe(out: Path) -> dict[str, Any]:
+    return yaml.safe_load((out / "recipes" / "recipe.yaml").read_text())
+
+
+def test_layout_is_gdks(built: Path) -> None:
+    name, settings = gdk_settings()
+    wheel_name = f"yolo_edge-{package_version()}-py3-none-any.whl"
+    files = sorted(str(p.relative_to(built)) for p in built.rglob("*") if p.is_file())
+    assert files == [f"artifacts/{name}/{settings['version']}/{wheel_name}", "recipes/recipe.yaml"]
+
+
+def test_built_recipe_is_the_source_recipe_with_name_version_and_wheel(built: Path) -> None:
+    name, settings = gdk_settings()
+    source = yaml.safe_load((REPO / "recipe.yaml").read_text())
+    recipe = built_recipe(built)
+    wheel_name = f"yolo_edge-{package_version()}-py3-none-any.whl"
+    assert recipe["ComponentName"] == name
+    assert recipe["ComponentVersion"] == settings["version"]
+    assert recipe["ComponentPublisher"] == settings["author"]
+    for manifest in recipe["Manifests"]:
+        assert [a["URI"] for a in manifest["Artifacts"]] == [
+            f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name}"]
+    for manifest in source["Manifests"]:
+        for artifact in manifest["Artifacts"]:
+            artifact["URI"] = f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name}"
+    source.update(ComponentName=name, ComponentVersion=settings["version"], ComponentPublisher=settings["author"])
+    assert recipe == source
+    text = (built / "recipes" / "recipe.yaml").read_text()
+    assert "RecipeFormatVersion: '2020-01-25'" in text
+    assert not re.search(r"[&*]id\d+", text), "no YAML anchors/aliases in the built recipe"
+    assert len(text.encode()) < 16000
+
+
+def test_wheel_holds_the_package_and_the_entry_point(built: Path) -> None:
+    (wheel,) = built.glob("artifacts/*/*/*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert {"yolo_edge/__init__.py", "yolo_edge/config.py", "yolo_edge/transport/greengrass.py",
+                "yolo_edge/cli.py"} <= names
+        assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
+        (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
+        assert "yolo-edge = yolo_edge.cli:main" in archive.read(entry_points).decode()
+        (metadata,) = [n for n in names if n.endswith("METADATA")]
+        extras = re.findall(r"^Provides-Extra: (\S+)$", archive.read(metadata).decode(), re.MULTILINE)
+        assert {"onnx", "greengrass"} <= set(extras)
+
+
+@pytest.fixture
+def project(tmp_path: Path, built: Path) -> tuple[Path, Path]:
+    """A copy of the project files the build reads, and the wheel already built (for speed)."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in ("gdk-config.json", "recipe.yaml", "pyproject.toml"):
+        shutil.copy2(REPO / name, copy / name)
+    (wheel,) = built.glob("artifacts/*/*/*.whl")
+    return copy, wheel
+
+
+def set_gdk_version(project: Path, version: str) -> None:
+    path = project / "gdk-config.json"
+    config = json.loads(path.read_text())
+    config["component"][COMPONENT]["version"] = version
+    path.write_text(json.dumps(config))
+
+
+def test_next_patch_is_kept_as_gdk_does(project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    set_gdk_version(root, "NEXT_PATCH")
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel))
+    assert done.returncode == 0, done.stderr
+    assert (root / "greengrass-build" / "artifacts" / COMPONENT / "NEXT_PATCH" / wheel.name).is_file()
+    assert built_recipe(root / "greengrass-build")["ComponentVersion"] == "NEXT_PATCH"
+    assert "resolved only by `gdk component publish`" in done.stdout
+
+
+def test_version_override_and_stale_output_is_replaced(project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    stale = root / "greengrass-build" / "artifacts" / COMPONENT / "0.0.1" / "old.whl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel), "--version", "2.3.4")
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()
+    target = root / "greengrass-build" / "artifacts" / COMPONENT / "2.3.4" / wheel.name
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert built_recipe(root / "greengrass-build")["ComponentVersion"] == "2.3.4"
+
+
+def test_model_component_dependency_is_opt_in(project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel),
+                     env={"YOLO_EDGE_MODEL_COMPONENT": ">=1.0.0 <2.0.0"})
+    assert done.returncode == 0, done.stderr
+    recipe = built_recipe(root / "greengrass-build")
+    assert recipe["ComponentDependencies"] == {
+        "com.yoloedge.model": {"VersionRequirement": ">=1.0.0 <2.0.0", "DependencyType": "HARD"}}
+    for manifest in recipe["Manifests"]:
+        assert manifest["Lifecycle"]["Setenv"]["YOLO_EDGE_MODEL_DIR"] == "{com.yoloedge.model:artifacts:path}"
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel), env={"YOLO_EDGE_MODEL_COMPONENT": ""})
+    assert "ComponentDependencies" not in built_recipe(root / "greengrass-build")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("version", "component version '1.0' is not semver"),
+    ("date", "RecipeFormatVersion must be the string '2020-01-25' (quote it"),
+    ("two_recipes", "expected exactly one recipe.yaml or recipe.json"),
+    ("no_wheel_artifact", "no manifest has an s3://"),
+    ("two_components", "'component' must hold exactly one component"),
+])
+def test_bad_inputs_are_clear_errors(change: str, message: str, project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    recipe = root / "recipe.yaml"
+    if change == "version":
+        set_gdk_version(root, "1.0")
+    elif change == "date":
+        recipe.write_text(recipe.read_text().replace('RecipeFormatVersion: "2020-01-25"',
+                                                     "RecipeFormatVersion: 2020-01-25"))
+    elif change == "two_recipes":
+        (root / "recipe.json").write_text("{}")
+    elif change == "no_wheel_artifact":
+        recipe.write_text(recipe.read_text().replace("-py3-none-any.whl", ".zip"))
+    elif change == "two_components":
+        config = json.loads((root / "gdk-config.json").read_text())
+        config["component"]["other"] = {}
+        (root / "gdk-config.json").write_text(json.dumps(config))
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel))
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert not (root / "greengrass-build").exists()
+
+
+def test_runs_as_gdks_custom_build_command(tmp_path: Path) -> None:
+    """GDK runs custom_build_command as a list, without a shell, from the project folder."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(
+        ".git", "greengrass-build", "tests", "benchmarks", "docs", "__pycache__", "*.egg-info", "build", ".*"))
+    (name, settings), command = gdk_settings(), json.loads(
+        (REPO / "gdk-config.json").read_text())["component"][COMPONENT]["build"]["custom_build_command"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PIP_NO_BUILD_ISOLATION": "0"}  # "0" switches isolation off (offline build)
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (project / "greengrass-build" / "recipes" / "recipe.yaml").is_file()
+    assert len(list((project / "greengrass-build" / "artifacts" / name / settings["version"]).glob("*.whl"))) == 1
+
+
+# -- the Install step, run for real ------------------------------------------------------------------
+
+ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "aarch64", "arm64": "aarch64"}.get(platform.machine().lower())
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    for key, value in variables.items():
+        text = text.replace("{" + key + "}", value)
+    left = re.findall(r"\{[a-zA-Z.]+:[^}\s]*\}", text)
+    assert not left, f"recipe variables the test does not provide: {left}"
+    return text
+
+
+def run_install(out: Path, work: Path, extras: str | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """Run the built recipe's Install step as the nucleus does: `sh -c`, cwd {work:path}, Setenv applied."""
+    recipe = built_recipe(out)
+    (manifest,) = [m for m in recipe["Manifests"] if m["Platform"]["architecture"] == ARCH]
+    lifecycle = manifest["Lifecycle"]
+    defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    variables = {"work:path": str(work),
+                 "artifacts:path": str(next(out.glob(f"artifacts/{COMPONENT}/*"))),
+                 "configuration:/install_extras": defaults["install_extras"] if extras is None else extras}
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(work),
+           "LANG": "C.UTF-8", "PIP_NO_INDEX": "1"}  # everything must come from the wheel + site-packages
+    for step_env in (lifecycle.get("Setenv", {}), lifecycle["Install"].get("Setenv", {})):
+        env.update({k: interpolate(str(v), variables) for k, v in step_env.items()})
+    script = interpolate(lifecycle["Install"]["Script"], variables)
+    start = time.monotonic()
+    done = subprocess.run(["sh", "-c", script], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=lifecycle["Install"]["Timeout"], check=False)
+    return done, time.monotonic() - start
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ARCH is None, reason=f"no manifest for {platform.machine()}")
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum (coreutils) is not installed")
+def test_install_step_creates_the_venv_once_and_reinstalls_on_a_new_wheel(built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "greengrass-build"
+    shutil.copytree(built, out)
+    work = tmp_path / "work"
+    work.mkdir()
+    venv = work / "venv"
+
+    first, first_s = run_install(out, work)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "installed yolo_edge-" in first.stdout
+    python = venv / "bin" / "python"
+    where = subprocess.run([str(python), "-c", "import yolo_edge, onnxruntime, awsiot; print(yolo_edge.__file__)"],
+                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert where.startswith(str(venv)), "the component's package must come from its own venv"
+    assert (venv / "bin" / "yolo-edge").is_file()
+    help_text = subprocess.run([str(venv / "bin" / "yolo-edge"), "run", "--help"], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(work)}, check=False)
+    assert help_text.returncode == 0 and "--greengrass" in help_text.stdout, help_text.stderr
+    stamp = (venv / ".yolo-edge-installed").read_text()
+
+    second, second_s = run_install(out, work)
+    assert second.returncode == 0, second.stderr
+    assert "yolo-edge already installed in" in second.stdout
+    assert (venv / ".yolo-edge-installed").read_text() == stamp
+    assert second_s < max(3.0, first_s / 3), f"unchanged restart took {second_s:.1f} s (first {first_s:.1f} s)"
+
+    # A new component version whose wheel differs (same file name) is installed again.
+    (wheel,) = out.glob("artifacts/*/*/*.whl")
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("yolo_edge/_build_marker.py", "MARKER = 1\n")
+    third, _ = run_install(out, work)
+    assert third.returncode == 0, third.stderr
+    assert "installed yolo_edge-" in third.stdout and "yolo-edge already installed in" not in third.stdout
+    assert (venv / ".yolo-edge-installed").read_text() != stamp
+    marker = subprocess.run([str(python), "-c", "import yolo_edge._build_marker as m; print(m.MARKER)"],
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert marker.stdout.strip() == "1", marker.stderr
+    print(f"\nInstall step: first {first_s:.1f} s, unchanged restart {second_s:.2f} s")
+
+    bad, _ = run_install(out, work, extras="onnx;rm -rf /")
+    assert bad.returncode == 1
+    assert "install_extras: invalid value 'onnx;rm -rf /'" in bad.stderr

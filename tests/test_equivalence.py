@@ -1,0 +1,240 @@
+"""Our Predictor against Ultralytics' own predictor on the same model file and the same images.
+
+For detect, segment and classify, on the ONNX path (ONNX Runtime) and the PyTorch path (our torch
+backend), every frame is run twice: through `yolo_edge.predictor.Predictor` (numpy pre/post-processing)
+and through `YOLO(path).predict(...)` with the same conf / iou / max_det / imgsz. Then:
+
+- every Ultralytics box has one of ours with the same class, IoU >= 0.99 and score within 1e-3, and
+  the counts are equal (so nothing is missing or extra);
+- every segmentation mask (in frame pixels) has IoU >= 0.95 with Ultralytics' mask of that box;
+- classification top-5 classes are identical, probabilities within 1e-3.
+
+Making it fair: Ultralytics letterboxes a `.pt` model to the minimum rectangle (`rect=True`, the
+`predict` default, e.g. 320x256 for a landscape frame) while a fixed-shape ONNX model, and our
+Predictor for every format, letterboxes to the full square input. The PyTorch comparisons therefore
+call `predict(..., rect=False)`, which makes Ultralytics letterbox to the same fixed imgsz; ONNX
+models are fixed-shape, so Ultralytics letterboxes them that way anyway. Classification uses
+Ultralytics' own transform (short-side resize + centre crop) on both sides.
+
+Making it bite: random models emit near-identical scores unless their batch-norm statistics are
+calibrated (the `random_model` fixture does that); detect/segment models use `class_bias=-1.5` so each
+frame gives dozens to hundreds of boxes (the test asserts >= 30 per frame and >= 200 per run), and
+the classifier's last layer is sharpened so its top-5 probabilities are well apart and depend on
+the image. The number of boxes compared and the worst IoU / score difference are printed (run
+with `-s`) and recorded as junit properties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import MODEL_CACHE, asset_images
+from yolo_edge import processing
+from yolo_edge.backends import BackendOptions, load_backend
+from yolo_edge.predictor import PostprocessSettings, Predictor
+
+pytestmark = pytest.mark.slow
+
+CONF, IOU, MAX_DET = 0.25, 0.7, 300
+DETECT_SIZE, CLASSIFY_SIZE = 320, 224
+CLASS_BIAS = -1.5
+VIDEO_FRAMES = (0, 7, 13, 24)  # the sample video slides over bus.jpg (0-9, 20-29) and zidane.jpg (10-19)
+MIN_BOXES_PER_FRAME, MIN_BOXES_PER_RUN = 30, 200
+BOX_IOU, SCORE_TOLERANCE, MASK_IOU = 0.99, 1e-3, 0.95
+CLASSIFIER_SHARPNESS = 30.0  # multiplies the classifier's last layer: logits spread ~2 instead of ~0.08
+
+
+@pytest.fixture(scope="module")
+def frames(sample_video: Path) -> list[tuple[str, np.ndarray]]:
+    """bus.jpg, zidane.jpg and a few frames of the sample video, as BGR arrays."""
+    out = [(p.name, cv2.imread(str(p))) for p in asset_images()]
+    capture = cv2.VideoCapture(str(sample_video))
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index in VIDEO_FRAMES:
+            out.append((f"{sample_video.name}#{index}", frame))
+        index += 1
+    capture.release()
+    assert len(out) == 2 + len(VIDEO_FRAMES), f"expected bus, zidane and {len(VIDEO_FRAMES)} video frames"
+    return out
+
+
+@pytest.fixture(scope="module")
+def sharp_classifier() -> Callable[[str], Path]:
+    """sharp_classifier(fmt) -> a calibrated random yolov8n-cls whose probabilities are far from uniform.
+
+    Cached beside the `random_model` fixture's models; the .onnx is exported from the cached .pt.
+    """
+    import torch
+    import ultralytics
+
+    from yolo_edge.modelgen import build_model, export_model, save_checkpoint
+
+    directory = MODEL_CACHE / f"sharp-cls-{ultralytics.__version__}-{CLASSIFY_SIZE}-{CLASSIFIER_SHARPNESS}"
+    checkpoint = directory / "yolov8n-cls-sharp.pt"
+    exported = directory / f"yolov8n-cls-sharp-{CLASSIFY_SIZE}.onnx"
+    if not (directory / "DONE").exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        yolo = build_model("yolov8n-cls.yaml", seed=0, class_bias=None)
+        with torch.no_grad():
+            yolo.model.model[-1].linear.weight.mul_(CLASSIFIER_SHARPNESS)
+        save_checkpoint(yolo, checkpoint)
+        export_model(checkpoint, "onnx", CLASSIFY_SIZE, exported)
+        (directory / "DONE").write_text("ok")
+    return lambda fmt: checkpoint if fmt == "pt" else exported
+
+
+_ULTRALYTICS_MODELS: dict[str, object] = {}
+
+
+def ultralytics_predict(path: Path, task: str, frame: np.ndarray, imgsz: int):
+    """Ultralytics' own result for one frame (models are loaded once per file)."""
+    from ultralytics import YOLO
+
+    key = str(path)
+    if key not in _ULTRALYTICS_MODELS:
+        _ULTRALYTICS_MODELS[key] = YOLO(key, task=task)
+    return _ULTRALYTICS_MODELS[key].predict(frame, imgsz=imgsz, conf=CONF, iou=IOU, max_det=MAX_DET,
+                                            rect=False, device="cpu", verbose=False)[0]
+
+
+def our_predictor(path: Path, task: str, imgsz: int) -> Predictor:
+    backend = load_backend(path, BackendOptions(device="cpu", input_size=(imgsz, imgsz), task=task))
+    return Predictor(backend, PostprocessSettings(CONF, IOU, MAX_DET))
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) xyxy -> (N, M) IoU."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def match_detections(ours: processing.Detections, boxes: np.ndarray, scores: np.ndarray,
+                     classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair every Ultralytics detection with one of ours: same class, IoU >= BOX_IOU, closest score.
+
+    Greedy in Ultralytics' (score) order, each of ours used once; boxes clipped to the frame can
+    coincide, so the score picks between equally placed candidates. Returns (our index per theirs,
+    IoU per pair, |score difference| per pair) and fails on the first detection without a partner.
+    """
+    assert len(ours) == len(boxes), f"{len(ours)} detections, Ultralytics has {len(boxes)}"
+    iou = pairwise_iou(boxes, ours.boxes.astype(np.float64))
+    score_diff = np.abs(scores[:, None] - ours.scores[None, :].astype(np.float64))
+    used = np.zeros(len(ours), bool)
+    partner = np.empty(len(boxes), np.int64)
+    for i in range(len(boxes)):
+        valid = ~used & (ours.class_ids == classes[i]) & (iou[i] >= BOX_IOU) & (score_diff[i] <= SCORE_TOLERANCE)
+        assert valid.any(), (f"Ultralytics box {boxes[i]} class {classes[i]} score {scores[i]:.5f} has no match; "
+                             f"best IoU {iou[i].max():.4f}")
+        candidates = np.flatnonzero(valid)
+        partner[i] = candidates[score_diff[i, candidates].argmin()]
+        used[partner[i]] = True
+    rows = np.arange(len(boxes))
+    return partner, iou[rows, partner], score_diff[rows, partner]
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def report(record_property, label: str, **numbers) -> None:
+    text = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items())
+    print(f"\n[equivalence] {label}: {text}")
+    for key, value in numbers.items():
+        record_property(f"{label}:{key}", value)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt"])
+def test_detect_matches_ultralytics(fmt, random_model, frames, record_property):
+    path = random_model("detect", DETECT_SIZE, fmt, class_bias=CLASS_BIAS)
+    predictor = our_predictor(path, "detect", DETECT_SIZE)
+    counts, ious, diffs = [], [], []
+    for name, frame in frames:
+        ours = predictor.predict(frame).result
+        theirs = ultralytics_predict(path, "detect", frame, DETECT_SIZE).boxes
+        _, iou, diff = match_detections(ours, theirs.xyxy.numpy().astype(np.float64),
+                                        theirs.conf.numpy().astype(np.float64), theirs.cls.numpy().astype(np.int64))
+        assert len(ours) >= MIN_BOXES_PER_FRAME, f"{name}: only {len(ours)} boxes, the comparison is too weak"
+        counts.append(len(ours))
+        ious.append(iou.min())
+        diffs.append(diff.max())
+    assert sum(counts) >= MIN_BOXES_PER_RUN
+    report(record_property, f"detect/{fmt}", frames=len(frames), boxes=sum(counts), fewest_per_frame=min(counts),
+           worst_iou=float(min(ious)), worst_score_diff=float(max(diffs)))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt"])
+def test_segment_matches_ultralytics(fmt, random_model, frames, record_property):
+    from ultralytics.utils import ops
+
+    path = random_model("segment", DETECT_SIZE, fmt, class_bias=CLASS_BIAS)
+    predictor = our_predictor(path, "segment", DETECT_SIZE)
+    nc = predictor.info.num_classes
+    counts, ious, diffs, mask_ious, vertex_distances = [], [], [], [], []
+    for name, frame in frames:
+        prepared = predictor.prepare(frame)
+        outputs = predictor.backend.infer(prepared.tensor)
+        ours, our_masks = processing.segment_frame_masks(outputs, prepared.geometry, nc, CONF, IOU, MAX_DET)
+        streamed = predictor.decode(outputs, prepared.geometry)  # what the component publishes
+        np.testing.assert_array_equal(streamed.boxes, ours.boxes)
+        theirs = ultralytics_predict(path, "segment", frame, DETECT_SIZE)
+        partner, iou, diff = match_detections(
+            ours, theirs.boxes.xyxy.numpy().astype(np.float64), theirs.boxes.conf.numpy().astype(np.float64),
+            theirs.boxes.cls.numpy().astype(np.int64))
+        # Ultralytics keeps masks at input resolution; its own scale_masks maps them to the frame.
+        their_masks = ops.scale_masks(theirs.masks.data[None].float(), frame.shape[:2])[0].numpy() > 0.5
+        per_mask = [mask_iou(our_masks[j], their_masks[i]) for i, j in enumerate(partner)]
+        assert min(per_mask) >= MASK_IOU, f"{name}: a mask matched at IoU {min(per_mask):.3f}"
+        # The published polygon's vertices are points of the mask's outline (Douglas-Peucker keeps a
+        # subset of contour pixels), so each must lie on our frame mask, within 2 px of resampling.
+        for polygon, mask in zip(streamed.masks, our_masks, strict=True):
+            assert 3 <= len(polygon) <= processing.MAX_POLYGON_POINTS
+            distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
+            x = np.clip(np.round(polygon[:, 0]).astype(int), 0, mask.shape[1] - 1)
+            y = np.clip(np.round(polygon[:, 1]).astype(int), 0, mask.shape[0] - 1)
+            vertex_distances.append(float(distance[y, x].max()))
+        assert len(ours) >= MIN_BOXES_PER_FRAME, f"{name}: only {len(ours)} instances, the comparison is too weak"
+        counts.append(len(ours))
+        ious.append(iou.min())
+        diffs.append(diff.max())
+        mask_ious.append(min(per_mask))
+    assert sum(counts) >= MIN_BOXES_PER_RUN
+    assert max(vertex_distances) <= 2.0, f"a polygon vertex lies {max(vertex_distances):.1f} px off its mask"
+    report(record_property, f"segment/{fmt}", frames=len(frames), boxes=sum(counts), fewest_per_frame=min(counts),
+           worst_iou=float(min(ious)), worst_score_diff=float(max(diffs)), worst_mask_iou=float(min(mask_ious)),
+           worst_vertex_offset_px=max(vertex_distances))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt"])
+def test_classify_matches_ultralytics(fmt, sharp_classifier, frames, record_property):
+    path = sharp_classifier(fmt)
+    predictor = our_predictor(path, "classify", CLASSIFY_SIZE)
+    worst, top1 = 0.0, set()
+    for name, frame in frames:
+        ours = predictor.predict(frame).result
+        probs = ultralytics_predict(path, "classify", frame, CLASSIFY_SIZE).probs
+        assert ours.class_ids.tolist() == list(probs.top5), f"{name}: top-5 {ours.class_ids} vs {probs.top5}"
+        diff = float(np.abs(ours.scores - probs.top5conf.numpy()).max())
+        assert diff <= SCORE_TOLERANCE, f"{name}: probabilities differ by {diff:.2e}"
+        # The top-5 must be meaningful: clearly separated and above the uniform 1/nc.
+        assert ours.scores[0] > 10 / predictor.info.num_classes
+        assert np.diff(ours.scores).max() < 0, "top-5 probabilities tie"
+        worst = max(worst, diff)
+        top1.add(int(ours.class_ids[0]))
+    assert len(top1) >= 2, "every frame gives the same top-1: the model ignores its input"
+    report(record_property, f"classify/{fmt}", frames=len(frames), distinct_top1=len(top1),
+           worst_score_diff=worst)
+
