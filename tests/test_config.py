@@ -68,3 +68,13 @@ def test_config_file_json_yaml_and_recipe_wrapper(tmp_path):
         load_config_file(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="readable"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_model_dir_variable_resolves_relative_model_paths(tmp_path):
+    from yolo_edge.predictor import resolve_model_path
+
+    assert resolve_model_path("m.onnx", {"YOLO_EDGE_MODEL_DIR": str(tmp_path)}) == tmp_path / "m.onnx"
+    assert resolve_model_path("/abs/m.onnx", {"YOLO_EDGE_MODEL_DIR": str(tmp_path)}).as_posix() == "/abs/m.onnx"
+    assert resolve_model_path("m.onnx", {}).as_posix() == "m.onnx"
+    unresolved = {"YOLO_EDGE_MODEL_DIR": "{com.yoloedge.model:artifacts:path}"}
+    assert resolve_model_path("models/m.onnx", unresolved).as_posix() == "models/m.onnx"

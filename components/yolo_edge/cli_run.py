@@ -45,11 +45,17 @@ def run(args: argparse.Namespace) -> int:
     from .cli import build_config, mqtt_settings
 
     if _greengrass_wanted(args):
+        from .transport import TransportError
         from .transport.greengrass import GreengrassTransport
 
         transport = GreengrassTransport()
         try:
-            config = build_config(args, base=transport.read_configuration())
+            base = transport.read_configuration()
+        except TransportError as exc:
+            print(f"error: cannot reach the Greengrass nucleus over IPC: {exc}", file=sys.stderr)
+            return 1
+        try:
+            config = build_config(args, base=base)
         except ConfigError as exc:
             log.error("invalid component configuration: %s", exc)
             transport.report_error()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -101,7 +104,21 @@ def _classes_from_output(output: np.ndarray, num_masks: int) -> int:
     return output.shape[-2] - 4 - num_masks
 
 
+MODEL_DIR_VARIABLE = "YOLO_EDGE_MODEL_DIR"
+
+
+def resolve_model_path(model_loc: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where `model_loc` points. A relative path is taken inside $YOLO_EDGE_MODEL_DIR when the recipe
+    sets it (to the model component's artifact folder), else from the working directory."""
+    path = Path(model_loc).expanduser()
+    base = environ.get(MODEL_DIR_VARIABLE, "").strip()
+    if path.is_absolute() or not base or base.startswith("{"):  # "{...}": an uninterpolated recipe variable
+        return path
+    return Path(base) / path
+
+
 def load_predictor(config: Config) -> Predictor:
-    """Load `config.model_loc` with the backend its extension selects."""
+    """Load the model `config.model_loc` names with the backend its extension selects."""
     options = BackendOptions(config.device, config.half, config.threads, config.input_size, config.task)
-    return Predictor(load_backend(config.model_loc, options), PostprocessSettings.from_config(config))
+    backend = load_backend(resolve_model_path(config.model_loc), options)
+    return Predictor(backend, PostprocessSettings.from_config(config))
