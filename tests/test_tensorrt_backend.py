@@ -109,14 +109,17 @@ def test_detect_matches_onnx_backend(monkeypatch, tmp_path, detect_onnx, frames,
     tensors = {entry[1]: entry[2] for entry in gpu.log if entry[0] == "malloc"}
     assert sorted(tensors.values()) == sorted([1 * 3 * 320 * 320 * 4, 1 * 84 * 2100 * 4])
     gpu.log.clear()
+    reference_backend = load_backend(detect_onnx, OPTIONS_320)
     ours = predict_all(backend, frames)
-    reference = predict_all(load_backend(detect_onnx, OPTIONS_320), frames)
+    reference = predict_all(reference_backend, frames)
     assert_same_detections(ours, reference)
     assert min(len(r) for r in reference) >= 20, "the random model should give many boxes"
 
     # Per frame: input copied in, one execution, output copied out, then the stream synchronised.
     assert [e[0] for e in gpu.log] == ["h2d", "execute", "d2h", "sync"] * len(frames)
     assert {e[1] for e in gpu.log if e[0] in ("h2d", "d2h")} == set(tensors), "only the buffers from load"
+    tensor, _ = processing.preprocess(frames[0], (320, 320))
+    np.testing.assert_array_equal(backend.infer(tensor)[0], reference_backend.infer(tensor)[0])
     backend.close()
 
 

@@ -286,11 +286,12 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
         handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)],
                           label=column.replace(f"{model} ", "", 1)) for i, column in enumerate(columns)]
         handles.append(plt.Line2D([], [], color="black", label="end-to-end ms/frame"))
-        ax.legend(handles=handles, fontsize=7, loc="upper right")
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+                  frameon=False)
     fig.suptitle(f"yolo-edge bench: {report['environment']['cpu']}, {report['environment']['cpus_usable']} cores",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -158,6 +158,10 @@ def validate(args: argparse.Namespace) -> ExportRequest:
         raise UsageError("MODEL", model, f"{reason} (only --format onnx-int8 takes an .onnx MODEL)")
     imgsz = parse_imgsz(args.imgsz) if args.imgsz is not None else (640, 640)
     batch = _positive_int("--batch", args.batch)
+    if batch > 1 and not args.dynamic:
+        raise UsageError("--batch", args.batch, "a fixed batch above 1 gives a model yolo-edge cannot run (it infers "
+                                                "one frame at a time); add --dynamic to allow batches up to "
+                                                f"{batch}")
     if args.half and args.format == "onnx-int8":
         raise UsageError("--half", True, "cannot be combined with --format onnx-int8 (INT8 replaces FP16)")
     calibration = Path(args.calibration) if args.calibration else None
@@ -287,6 +291,7 @@ def ultralytics_export(request: ExportRequest, checkpoint: Path, fmt: str, outpu
     precision = "FP16" if request.half and fmt != "onnx-int8" else "FP32"
     shape = "dynamic" if request.dynamic else "static"
     label = {"onnx": "ONNX", "engine": "TensorRT engine"}[fmt]
+    slow = "; building an engine takes minutes on a Jetson" if fmt == "engine" else ""
     kwargs: dict[str, Any] = {"dynamic": request.dynamic, "batch": request.batch}
     if request.half:
         kwargs.update(_half_argument())
@@ -294,11 +299,11 @@ def ultralytics_export(request: ExportRequest, checkpoint: Path, fmt: str, outpu
         kwargs["device"] = 0
     with progress.step(f"exporting {checkpoint.name} to {label} with Ultralytics {ultralytics.__version__} "
                        f"(imgsz {request.imgsz[0]}x{request.imgsz[1]}, batch {request.batch}, {shape}, "
-                       f"{precision})"):
+                       f"{precision}){slow}"):
         try:
             return export_model(checkpoint, fmt, request.imgsz, output, **kwargs)
         except Exception as exc:  # Ultralytics raises many kinds; show what it said
-            raise ExportFailed(f"Ultralytics could not export {checkpoint} to {label}: {exc}") from exc
+            raise ExportFailed(f"Ultralytics could not export {request.model} to {label}: {exc}") from exc
 
 
 def _half_argument() -> dict[str, Any]:
@@ -319,7 +324,11 @@ def check_engine_build_possible() -> None:
                            "version it is built on, so build it on the device: export ONNX here "
                            "(--format onnx) and run the trtexec command it prints on the Jetson, or run this "
                            "command there")
-    if importlib.util.find_spec("tensorrt") is None:
+    try:
+        spec = importlib.util.find_spec("tensorrt")
+    except (ImportError, ValueError):  # ValueError: a module entry without a spec
+        spec = None
+    if spec is None:
         raise ExportFailed("--format engine needs the TensorRT Python package, which is not installed; on a "
                            "Jetson it comes with JetPack (sudo apt install python3-libnvinfer), elsewhere "
                            "pip install tensorrt")
@@ -366,7 +375,8 @@ def trtexec_command(onnx_path: Path, engine: Path | None = None, imgsz: tuple[in
     parts = ["trtexec", f"--onnx={_shown(onnx_path)}", f"--saveEngine={_shown(engine)}", "--fp16"]
     if dynamic and imgsz:
         h, w = imgsz
-        parts += [f"--minShapes=images:1x3x{STRIDE}x{STRIDE}", f"--optShapes=images:{max(1, batch // 2)}x3x{h}x{w}",
+        # yolo-edge infers one frame at a time, so the profile is tuned for batch 1.
+        parts += [f"--minShapes=images:1x3x{STRIDE}x{STRIDE}", f"--optShapes=images:1x3x{h}x{w}",
                   f"--maxShapes=images:{batch}x3x{h}x{w}"]
     return " ".join(parts)
 

@@ -145,7 +145,7 @@ def to_tensor(image_bgr: np.ndarray, out: np.ndarray | None = None, dtype: type 
         out = np.empty((1, 3, h, w), dtype)
     # BGR -> RGB by reversing the channel axis while transposing HWC -> CHW. Divide (not multiply by
     # 1/255) so every value is bit-identical to Ultralytics' `.div_(255)`; it costs the same.
-    np.divide(image_bgr[..., ::-1].transpose(2, 0, 1), dtype(255), out=out[0], casting="unsafe")
+    np.divide(image_bgr.transpose(2, 0, 1), dtype(255), out=out[0], casting="unsafe")
     return out
 
 
@@ -472,8 +472,9 @@ def region_polygon(region: MaskRegion, geo: Letterbox, max_points: int = MAX_POL
     return scale_points_to_frame(simplify_polygon(largest, max_points), geo)
 
 
-def _segment(outputs: list[np.ndarray], geo: Letterbox, num_classes: int, conf_threshold: float,
-             iou_threshold: float, max_det: int) -> tuple[Detections, list[MaskRegion]]:
+def decode_segments(outputs: list[np.ndarray], geo: Letterbox, num_classes: int, conf_threshold: float,
+                    iou_threshold: float, max_det: int) -> tuple[Detections, list[MaskRegion]]:
+    """Segmentation outputs -> (Detections in frame pixels without polygons, one MaskRegion each)."""
     if len(outputs) < 2:
         raise ValueError(f"a segmentation model has 2 outputs (detections, prototypes), got {len(outputs)}")
     boxes, scores, classes, coefficients = decode_detections(outputs[0], num_classes, conf_threshold,
@@ -500,7 +501,7 @@ def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_clas
     Each polygon has at most `max_polygon_points` points, and all polygons of the frame together at
     most `polygon_point_budget` (but at least MIN_POLYGON_POINTS each), so message size is bounded.
     """
-    detections, regions = _segment(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
+    detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
     per_polygon = max(MIN_POLYGON_POINTS, min(max_polygon_points, polygon_point_budget // max(len(regions), 1)))
     detections.masks = [region_polygon(r, geometry, per_polygon) for r in regions]
     return detections
@@ -513,7 +514,7 @@ def segment_frame_masks(outputs: list[np.ndarray], geometry: Letterbox, num_clas
 
     Costs N x H x W memory: meant for tests, visualisation and offline use, not the streaming path.
     """
-    detections, regions = _segment(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
+    detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
     detections.masks = [region_polygon(r, geometry) for r in regions]
     return detections, masks_to_frame(regions_to_masks(regions, geometry.input_shape), geometry)
 

@@ -75,7 +75,10 @@ class Publisher:
             return len(self._incoming) + len(self._ready) + int(self._sending)
 
     def close(self, flush_timeout: float = 2.0) -> None:
-        """Publish what is buffered (for up to `flush_timeout` seconds), then stop."""
+        """Publish what is buffered (for up to `flush_timeout` seconds), then stop. With the
+        connection down, wait only a moment for it: a shutdown must not hang on an outage."""
+        if not self._transport.connected():
+            flush_timeout = min(flush_timeout, self._retry_interval_s)
         deadline = time.monotonic() + flush_timeout
         with self._cond:
             self._cond.notify_all()

@@ -425,7 +425,10 @@ class TensorRTBackend:
 
     def _load(self, path: Path, options: BackendOptions, device_index: int) -> None:
         trt, cuda = self.trt, self.cuda
-        header, engine_bytes = split_engine_file(path.read_bytes())
+        try:
+            header, engine_bytes = split_engine_file(path.read_bytes())
+        except OSError as exc:
+            raise ModelLoadError(str(path), f"cannot read the file ({exc})") from exc
         raw_meta = {**read_sidecar(path), **header}  # the engine's own header wins
         meta = parse_metadata(raw_meta)
         self.logger = make_logger(trt)
@@ -462,7 +465,7 @@ class TensorRTBackend:
             if -1 in tensor.shape or len(tensor.shape) == 0:
                 raise ModelLoadError(str(path), f"tensor {tensor.name!r} has unresolved shape {tensor.shape}; "
                                                 "data-dependent output shapes are not supported")
-        batch, channels, height, width = self._check_input_layout(path)
+        _, _, height, width = self._check_input_layout(path)
 
         self._stream = cuda.stream_create()
         self._stream_handle = cuda.stream_handle(self._stream)
