@@ -11,6 +11,7 @@ Run it by hand to point the component at a network camera:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import threading
 import time
@@ -109,10 +110,8 @@ class MjpegServer:
         with self._lock:
             clients = list(self._clients)
         for client in clients:
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._thread is not None:
             self._thread.join(5)
 

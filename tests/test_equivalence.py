@@ -32,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import MODEL_CACHE, asset_images
+
 from yolo_edge import processing
 from yolo_edge.backends import BackendOptions, load_backend
 from yolo_edge.predictor import PostprocessSettings, Predictor

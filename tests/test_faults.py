@@ -464,3 +464,112 @@ def test_error_flood_is_rate_limited_and_the_suppressed_count_reported(broker, m
         summary = listener.wait_for(lambda m: m.get("type") == "summary" and m["final"], since=mark)
         assert summary["errors_suppressed"] == flood - len(errors)
         assert summary["commands_rejected"] == flood + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The publisher's buffer, against a transport whose connection the test switches
+# ---------------------------------------------------------------------------------------------
+
+class SwitchedTransport:
+    """Records publishes; `up` says whether it is connected; `reject` makes publish raise."""
+
+    name = "switched"
+
+    def __init__(self) -> None:
+        self.up = False
+        self.reject: Exception | None = None
+        self.published: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def connected(self) -> bool:
+        return self.up
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        if self.reject is not None:
+            raise self.reject
+        with self.lock:
+            self.published.append(json.loads(payload))
+
+    def kinds(self) -> list[str]:
+        with self.lock:
+            return [m.get("event") or m.get("reason") or m.get("seq") or m["type"] for m in self.published]
+
+
+def _frame(seq: int, pad: int = 0) -> dict[str, Any]:
+    return {"type": "frame", "seq": seq, "pad": "x" * pad}
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_publisher_drops_frames_first_while_disconnected_and_reports_the_count():
+    from yolo_edge.publisher import Publisher
+
+    transport = SwitchedTransport()
+    publisher = Publisher(transport, lambda: OUT, capacity=5, retry_interval_s=0.05).start()
+    try:
+        publisher.submit({"type": "state", "reason": "start command"})
+        for seq in range(1, 11):
+            publisher.submit(_frame(seq))
+        publisher.submit({"type": "summary", "reason": "final"})
+        _wait(lambda: publisher.dropped == 7)
+        assert publisher.pending() == 5 and transport.published == []
+        transport.up = True
+        _wait(lambda: publisher.pending() == 0)
+        assert transport.kinds() == ["messages_dropped", "start command", 8, 9, 10, "final"]
+        assert transport.published[0]["dropped"] == 7 and transport.published[0]["dropped_total"] == 7
+    finally:
+        publisher.close(1.0)
+
+
+def test_publisher_buffer_is_bounded_in_bytes_too():
+    from yolo_edge.publisher import Publisher
+
+    transport = SwitchedTransport()
+    publisher = Publisher(transport, lambda: OUT, capacity=1000, capacity_bytes=50_000,
+                          retry_interval_s=0.05).start()
+    try:
+        for seq in range(1, 101):
+            publisher.submit(_frame(seq, pad=10_000))  # ~10 KB each: 5 fit
+        _wait(lambda: publisher.dropped >= 95)
+        assert publisher.pending() <= 5
+        transport.up = True
+        _wait(lambda: publisher.pending() == 0)
+        assert transport.kinds()[0] == "messages_dropped" and transport.kinds()[-1] == 100
+    finally:
+        publisher.close(1.0)
+
+
+def test_publisher_survives_messages_it_cannot_encode_or_the_transport_rejects():
+    from yolo_edge.publisher import Publisher
+
+    transport = SwitchedTransport()
+    transport.up = True
+    publisher = Publisher(transport, lambda: OUT, retry_interval_s=0.05).start()
+    try:
+        publisher.submit({"type": "summary", "fps": float("nan")})  # not JSON: dropped, counted
+        transport.reject = ValueError("payload rejected")  # not a TransportError: dropped, counted
+        publisher.submit(_frame(1))
+        _wait(lambda: publisher.failed == 2)
+        transport.reject = None
+        publisher.submit(_frame(2))
+        _wait(lambda: transport.kinds() == [2])
+    finally:
+        publisher.close(1.0)
+
+
+def test_every_error_code_and_status_event_is_in_the_troubleshooting_guide():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    guide = (root / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    package = root / "components" / "yolo_edge"
+    source = "\n".join(p.read_text(encoding="utf-8") for p in package.rglob("*.py"))
+    codes = set(re.findall(r'(?:CommandError|_error|error_message|status_message)\(\s*"([a-z_]+)"', source))
+    assert {"model_load_failed", "source_lost", "messages_dropped", "unknown_status"} <= codes
+    missing = sorted(code for code in codes if f"`{code}`" not in guide)
+    assert not missing, f"not documented in docs/troubleshooting.md: {missing}"

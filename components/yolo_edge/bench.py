@@ -282,8 +282,12 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeout: float) -> dict[str, Any]:
-    """Run one configuration in a fresh process; its result, or a result with `error`."""
+WORKER_COMMAND = ("-m", "yolo_edge.bench_worker")
+
+
+def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeout: float,
+               worker: tuple[str, ...] = WORKER_COMMAND) -> dict[str, Any]:
+    """Run one configuration in a fresh process (`python *worker SPEC`); its result, or one with `error`."""
     spec_path = workdir / f"spec-{index}.json"
     result_path = workdir / f"result-{index}.json"
     result_path.unlink(missing_ok=True)
@@ -291,7 +295,7 @@ def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeou
     spec_path.write_text(json.dumps({**spec, **threads, "mode": job.mode, "model": str(job.model.path),
                                      "size": list(job.size), "result": str(result_path),
                                      "spawned_at": time.time()}))
-    command = [sys.executable, "-m", "yolo_edge.bench_worker", str(spec_path)]
+    command = [sys.executable, *worker, str(spec_path)]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir,
                                    env=worker_environment(), check=False)
@@ -357,7 +361,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _outcome(result: dict[str, Any]) -> str:
+def outcome(result: dict[str, Any]) -> str:
     if "error" in result:
         return f"ERROR {result['error']}"
     total = result["latency_ms"]["total"]["p50"]
@@ -409,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
                 result = run_worker(job, spec, workdir, index, args.timeout)
                 result["repeat"] = repeat + 1
                 job.runs.append(result)
-                print(progress.line(f"{job.describe()}: {_outcome(result)}"), flush=True)
+                print(progress.line(f"{job.describe()}: {outcome(result)}"), flush=True)
 
     report = {
         "schema": 1, "tool": f"yolo-edge bench {__version__}",

@@ -129,7 +129,7 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def _config(spec: dict[str, Any]):
+def config_for(spec: dict[str, Any]):
     from .config import Config
 
     height, width = spec["size"]
@@ -170,15 +170,21 @@ def _stages(prediction, message_ms: float) -> dict[str, float]:
             "postprocess": prediction.postprocess_ms, "total": prediction.total_ms, "message": message_ms}
 
 
-def run_pipeline(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+def load_predictor(spec: dict[str, Any]):
+    """The component's own loader for the spec's configuration."""
+    from .predictor import load_predictor as load
+
+    return load(config_for(spec))
+
+
+def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
     """FrameFeeder + Predictor: the code the controller runs for every frame."""
     from .metrics import RollingFPS
     from .pipeline import FrameFeeder
-    from .predictor import load_predictor
     from .sources import open_source
 
     imported = time.time()
-    predictor = load_predictor(_config(spec))
+    predictor = load(spec)
     loaded = time.time()
     source = open_source(spec["source"], False)
     feeder = FrameFeeder(source, predictor.prepare).start()
@@ -204,14 +210,13 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
             "info": _info(predictor.info)}
 
 
-def run_serial(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
     """The same Predictor with no feeder thread: read, prepare, infer, decode in turn."""
     from .metrics import RollingFPS
-    from .predictor import load_predictor
     from .sources import open_source
 
     imported = time.time()
-    predictor = load_predictor(_config(spec))
+    predictor = load(spec)
     loaded = time.time()
     source = open_source(spec["source"], False)
     encode = _message_encoder(spec, predictor, source.description)
@@ -231,18 +236,25 @@ def run_serial(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
             "info": _info(predictor.info)}
 
 
-def run_bare(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
+def load_backend(spec: dict[str, Any]):
+    """The backend the component's loader would pick, with the same options."""
+    from .backends import BackendOptions
+    from .backends import load_backend as load
+
+    config = config_for(spec)
+    return load(config.model_loc, BackendOptions(config.device, config.half, config.threads, config.input_size,
+                                                 config.task))
+
+
+def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_backend) -> dict[str, Any]:
     """Bare runtime calls on one preprocessed real frame, with the same backend options."""
     import numpy as np
 
     from . import processing
-    from .backends import BackendOptions, load_backend
     from .sources import open_source
 
     imported = time.time()
-    config = _config(spec)
-    backend = load_backend(config.model_loc, BackendOptions(config.device, config.half, config.threads,
-                                                            config.input_size, config.task))
+    backend = load(spec)
     loaded = time.time()
     source = open_source(spec["source"], False)
     try:
@@ -319,14 +331,16 @@ RUNNERS: dict[str, Callable[[dict[str, Any], Recorder], dict[str, Any]]] = {
     "pipeline": run_pipeline, "serial": run_serial, "bare": run_bare, "ultralytics": run_ultralytics}
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
+def measure(spec: dict[str, Any], runners: dict[str, Callable] | None = None) -> dict[str, Any]:
+    """Run the spec's mode; `runners` lets an experiment swap in its own (e.g. other session options)."""
+    runners = runners or RUNNERS
     mode = spec["mode"]
-    if mode not in RUNNERS:
-        raise ValueError(f"spec field 'mode' is {mode!r}; expected one of {', '.join(MODES)}")
+    if mode not in runners:
+        raise ValueError(f"spec field 'mode' is {mode!r}; expected one of {', '.join(runners)}")
     recorder = Recorder(int(spec.get("warmup", 10)), int(spec.get("frames", 100)),
                         float(spec.get("spawned_at") or time.time()))
     load_before = os.getloadavg()[0]
-    details = RUNNERS[mode](spec, recorder)
+    details = runners[mode](spec, recorder)
     if recorder.results == 0:
         raise RuntimeError(f"no result at all from {spec['source']}")
     summary = recorder.summary()
@@ -341,7 +355,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, runners: dict[str, Callable] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -349,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(argv[0], encoding="utf-8") as handle:
         spec = json.load(handle)
     try:
-        result = measure(spec)
+        result = measure(spec, runners)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent as data
         result = {"mode": spec.get("mode"), "model": spec.get("model"), "size": spec.get("size"),
                   "error": f"{type(exc).__name__}: {exc}"}

@@ -203,8 +203,9 @@ class Controller:
                 command = parse_command(event.payload)
             except CommandError as exc:
                 self.commands_rejected += 1
-                log.warning("rejected command: %s", exc.message)
-                self._error(exc.code, exc.message, exc.request_id)
+                # Log what is published; a flood of bad commands must not flood the log either.
+                published = self._error(exc.code, exc.message, exc.request_id)
+                log.log(logging.WARNING if published else logging.DEBUG, "rejected command: %s", exc.message)
                 return
             self._command(command)
         elif isinstance(event, _ConfigEvent):
@@ -212,15 +213,18 @@ class Controller:
         elif isinstance(event, _SourceEvent):
             self._source_event(event)
 
-    def _error(self, code: str, message: str, request_id: str | None = None, **extra: Any) -> None:
-        """Publish an error reply, unless the error budget is spent (then it is only counted)."""
+    def _error(self, code: str, message: str, request_id: str | None = None, **extra: Any) -> bool:
+        """Publish an error reply, unless the error budget is spent (then it is only counted).
+        Returns whether it was published."""
         if not self._errors.allow(time.monotonic()):
             log.debug("error reply suppressed (rate limit): %s", message)
-            return
+            return False
         suppressed = self._errors.take_suppressed()
         if suppressed:
             extra["suppressed"] = suppressed  # errors not published since the previous error message
+            log.warning("%d error replies were suppressed by the rate limit", suppressed)
         self._emit(messages.error_message(code, message, request_id, **extra))
+        return True
 
     def _source_event(self, item: _SourceEvent) -> None:
         if self.feeder is None or item.source is not self.feeder.source:

@@ -145,7 +145,7 @@ def to_tensor(image_bgr: np.ndarray, out: np.ndarray | None = None, dtype: type 
         out = np.empty((1, 3, h, w), dtype)
     # BGR -> RGB by reversing the channel axis while transposing HWC -> CHW. Divide (not multiply by
     # 1/255) so every value is bit-identical to Ultralytics' `.div_(255)`; it costs the same.
-    np.divide(image_bgr.transpose(2, 0, 1), dtype(255), out=out[0], casting="unsafe")
+    np.divide(image_bgr[..., ::-1].transpose(2, 0, 1), dtype(255), out=out[0], casting="unsafe")
     return out
 
 

@@ -66,7 +66,7 @@ class Publisher:
             self._incoming.append(message)
             if len(self._incoming) > self._capacity:
                 # Only when the publisher thread itself is stuck (a transport call that blocks).
-                self._incoming.popleft()
+                self._incoming.remove(_oldest(self._incoming, lambda m: m.get("type")))
                 self._count_drop()
             self._cond.notify_all()
 
@@ -133,7 +133,7 @@ class Publisher:
                     self._drop_one()
 
     def _drop_one(self) -> None:
-        victim = next((item for item in self._ready if item.kind in _FRAME_TYPES), self._ready[0])
+        victim = _oldest(self._ready, lambda item: item.kind)
         self._ready.remove(victim)
         self._ready_bytes -= len(victim.payload)
         self._count_drop()
@@ -187,3 +187,8 @@ class Publisher:
     def _publish(self, payload: bytes) -> None:
         self._transport.publish(self._topic(), payload)
         self.published += 1
+
+
+def _oldest(items: deque, kind_of: Callable[[Any], Any]) -> Any:
+    """The item to drop from a full buffer: the oldest frame message, else the oldest message."""
+    return next((item for item in items if kind_of(item) in _FRAME_TYPES), items[0])

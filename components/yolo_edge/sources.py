@@ -250,6 +250,10 @@ class LiveSource:
         ok, frame = capture.read()
         if not ok or frame is None:
             return False
+        self._store(frame)
+        return True
+
+    def _store(self, frame: np.ndarray) -> None:
         now = time.monotonic()
         with self._cond:
             if self._fresh:
@@ -257,7 +261,6 @@ class LiveSource:
             self._frame, self._frame_at, self._fresh = frame, now, True
             self.frames_captured += 1
             self._cond.notify_all()
-        return True
 
     def _reconnect(self) -> None:
         """Close the dead capture and reopen it with backoff; returns when reopened or closed."""
@@ -276,26 +279,43 @@ class LiveSource:
         log.warning("%s: no frame (disconnected or stream ended); reconnecting in %.1f s", self.description, delay)
         self._announce(SourceEvent("lost", f"{self.description}: no frame (device disconnected or stream "
                                    f"ended); reconnecting with backoff", {"retry_in_s": delay}))
+        first_frame = None
         while not self._closed.wait(delay):
             attempt += 1
             self.reconnect_attempts += 1
-            try:
-                capture = self._opener(self.target, self.description)
-            except SourceError as exc:
-                delay = backoff_delay(attempt, self.reconnect_initial_s, self.reconnect_max_s)
-                log.info("%s: reconnect attempt %d failed (%s); next in %.1f s", self.description, attempt, exc,
-                         delay)
-                continue
-            if self._closed.is_set():
-                capture.release()
-                return
+            first_frame, failure = self._reopen()
+            if first_frame is not None:
+                break
+            delay = backoff_delay(attempt, self.reconnect_initial_s, self.reconnect_max_s)
+            log.info("%s: reconnect attempt %d failed (%s); next in %.1f s", self.description, attempt, failure,
+                     delay)
+        if first_frame is None:
+            return  # closed during the outage
+        self.connected = True
+        outage = time.monotonic() - lost_at
+        log.info("%s: reconnected after %.1f s (%d attempts)", self.description, outage, attempt)
+        self._announce(SourceEvent("restored", f"{self.description}: frames flowing again after {outage:.1f} s",
+                                   {"outage_s": round(outage, 2), "attempts": attempt}))
+        self._store(first_frame)  # after the announcement, so no result of the new connection precedes it
+
+    def _reopen(self) -> tuple[np.ndarray | None, str]:
+        """Open the source again and read one frame: (the frame, "") or (None, why not).
+
+        Counting a reconnect only once a frame arrives keeps a device that opens but delivers
+        nothing from flapping between lost and restored."""
+        try:
+            capture = self._opener(self.target, self.description)
+        except SourceError as exc:
+            return None, str(exc)
+        if self._closed.is_set():
+            capture.release()
+            return None, "closed"
+        ok, frame = capture.read()
+        if ok and frame is not None:
             self._capture = capture
-            self.connected = True
-            outage = time.monotonic() - lost_at
-            log.info("%s: reconnected after %.1f s (%d attempts)", self.description, outage, attempt)
-            self._announce(SourceEvent("restored", f"{self.description}: frames flowing again after "
-                                       f"{outage:.1f} s", {"outage_s": round(outage, 2), "attempts": attempt}))
-            return
+            return frame, ""
+        capture.release()
+        return None, "opened, but no frame came"
 
     def _announce(self, event: SourceEvent) -> None:
         callback = self.on_event

@@ -65,8 +65,9 @@ class TorchBackend:
         try:
             model = _load_checkpoint(path)
         except Exception as exc:  # torch/pickle/Ultralytics raise many types for a bad file
+            detail = " ".join(str(exc).replace("ERROR ❌️", "").split())
             raise ModelLoadError(str(path), f"not a readable Ultralytics YOLO checkpoint "
-                                 f"({type(exc).__name__}: {exc})".strip()) from exc
+                                 f"({type(exc).__name__}: {detail})") from exc
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "names"):
             raise ModelLoadError(str(path), "the checkpoint holds no Ultralytics YOLO model")
         task = resolve_task(str(path), getattr(model, "task", None), options.task)
