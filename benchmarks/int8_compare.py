@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """FP32 ONNX vs INT8 ONNX (ONNX Runtime, CPU): session.run time and how far INT8 detections move.
 
-For each input size it exports a random-weights YOLOv8n (the class bias is shifted so the model emits
-dozens of boxes, see yolo_edge.modelgen), quantises it with `yolo_edge.export.quantize_onnx` (the code
-`yolo-edge export --format onnx-int8` runs) in several variants, calibrating on frames read from a video
-through our preprocessing, then on other frames measures:
+For each input size it builds yolo_edge.modelgen's random-weights YOLOv8n (batch-norm statistics set
+from real images, class bias shifted so it finds many boxes), quantises it with
+`yolo_edge.export.quantize_onnx` (the code `yolo-edge export --format onnx-int8` runs) in several
+variants, calibrating on frames read from a video through our preprocessing, then on other frames
+measures:
 
-- session.run latency: median and p90 over --runs runs after --warmup runs (default thread settings);
+- session.run latency: median, p90 and min over --runs runs after --warmup runs (default thread
+  settings); the models take turns run by run, so other load on the machine hits them all alike;
 - detection drift against FP32 on the same frames (our Predictor, conf 0.25, IoU 0.7): the share of FP32
   boxes that INT8 finds again (same class, IoU >= 0.5), the share of INT8 boxes that FP32 also has,
-  the mean IoU of matched pairs and the mean absolute score change.
-
-Random weights are not trained ones: the speed numbers carry over, the drift numbers only roughly.
+  the mean IoU of matched pairs and the mean absolute score change;
+- the same drift for the FP32 model fed +-1/255 input noise, as a yardstick: random networks react to
+  small perturbations far more than trained ones, so their INT8 drift overstates a trained model's.
 
     python benchmarks/int8_compare.py                      # 640x640 and 480x640, every variant
     python benchmarks/int8_compare.py --sizes 640 --variants qdq-u8,qop-u8 --runs 10
+    python benchmarks/int8_compare.py --workdir /tmp/int8 --reuse --no-drift   # re-time kept models
 """
 
 from __future__ import annotations
@@ -125,34 +128,15 @@ def time_sessions(paths: dict[str, Path], tensors: list[np.ndarray], warmup: int
     return out
 
 
-def random_model(folder: Path, size: tuple[int, int], calibration_frames: list[np.ndarray], recalibrate: bool
-                 ) -> Path:
-    """A random-weights YOLOv8n exported to ONNX. With `recalibrate`, its batch-norm statistics are first
-    re-estimated on real frames, so that activations are normalised layer by layer as in a trained
-    network (raw random weights give activation ranges no trained model has, which INT8 handles worse)."""
-    import torch
+def random_model(folder: Path, size: tuple[int, int]) -> Path:
+    """yolo_edge.modelgen's random-weights YOLOv8n (batch-norm calibrated on real images), as ONNX."""
+    from yolo_edge.modelgen import make_random_model
 
-    from yolo_edge.modelgen import build_model, export_model, save_checkpoint
-
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = "-bn" if recalibrate else ""
-    target = folder / f"yolov8n-{size[0]}x{size[1]}{suffix}.onnx"
-    if target.exists():
-        return target
-    yolo = build_model("yolov8n.yaml")
-    if recalibrate:
-        norms = [m for m in yolo.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over all batches
-            norm.train()
-        with torch.no_grad():
-            for frame in calibration_frames:
-                yolo.model(torch.from_numpy(processing.preprocess(frame, size)[0].copy()))
-        for norm in norms:
-            norm.eval()
-    checkpoint = save_checkpoint(yolo, folder / f"yolov8n{suffix}.pt")
-    return export_model(checkpoint, "onnx", size, target)
+    existing = sorted(folder.glob("yolov8n-*.onnx"))
+    existing = [p for p in existing if "-int8-" not in p.name]
+    if existing:
+        return existing[0]
+    return make_random_model(folder, "detect", size if size[0] != size[1] else size[0])
 
 
 class InputJitter:
@@ -213,13 +197,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="640,480x640", help="input sizes, comma separated (default: %(default)s)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma separated, from: " + ", ".join(VARIANTS))
-    parser.add_argument("--raw-random", action="store_true",
-                        help="skip the batch-norm re-estimation (raw random weights)")
     parser.add_argument("--calibration-frames", type=int, default=32)
     parser.add_argument("--eval-frames", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--workdir", type=Path, help="keep the models here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="reuse INT8 models already in --workdir")
+    parser.add_argument("--no-drift", action="store_true", help="time only")
     args = parser.parse_args()
 
     sizes = []
@@ -248,29 +232,33 @@ def main() -> int:
         for size in sizes:
             label = f"{size[0]}x{size[1]}"
             model_dir = workdir / label
-            fp32 = random_model(model_dir, size, calibration_source, not args.raw_random)
+            fp32 = random_model(model_dir, size)
             calibration = read_calibration_tensors(video, args.calibration_frames, size)
             tensors = [processing.preprocess(f, size)[0].copy() for f in frames]
             paths = {"fp32": fp32}
             for name in variants:
+                reused = model_dir / f"{fp32.stem}-int8-{name}.onnx"
+                if args.reuse and reused.exists():
+                    paths[name] = reused
+                    continue
                 start = time.perf_counter()
                 paths[name] = quantize_onnx(fp32, model_dir / f"{fp32.stem}-int8-{name}.onnx", calibration,
                                             VARIANTS[name])
                 print(f"{label} {name}: quantised in {time.perf_counter() - start:.1f} s", flush=True)
             timings = time_sessions(paths, tensors, args.warmup, args.runs)
-            reference = detections(fp32, frames, size)
+            reference = None if args.no_drift else detections(fp32, frames, size)
             for name, path in paths.items():
                 median, p90, fastest = timings[name]
-                row = Row(label, name, path.stat().st_size / 1e6, median, p90, fastest,
-                          *drift(reference, detections(path, frames, size)))
-                rows.append(row)
-                print(row, flush=True)
-            nan = float("nan")
-            rows.append(Row(label, "fp32, input +-1/255 noise", fp32.stat().st_size / 1e6, nan, nan, nan,
-                            *drift(reference, detections(fp32, frames, size, jitter_lsb=1.0))))
+                moved = () if reference is None else drift(reference, detections(path, frames, size))
+                rows.append(Row(label, name, path.stat().st_size / 1e6, median, p90, fastest, *moved))
+                print(rows[-1], flush=True)
+            if reference is not None:
+                nan = float("nan")
+                rows.append(Row(label, "fp32, input +-1/255 noise", fp32.stat().st_size / 1e6, nan, nan, nan,
+                                *drift(reference, detections(fp32, frames, size, jitter_lsb=1.0))))
 
-    weights = "random weights" + ("" if args.raw_random else ", batch-norm statistics re-estimated on real frames")
-    print(f"\nyolov8n ({weights}); session.run on this CPU; drift against FP32 on {args.eval_frames} frames")
+    print(f"\nyolov8n (random weights from yolo_edge.modelgen); session.run on this CPU; drift against FP32 on "
+          f"{args.eval_frames} frames")
     print("| input | model | size MB | run median ms | run p90 ms | run min ms | FP32 boxes found "
           "| INT8 boxes in FP32 | mean IoU | mean abs score change | boxes/frame |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

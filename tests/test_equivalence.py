@@ -96,15 +96,19 @@ def sharp_classifier() -> Callable[[str], Path]:
 _ULTRALYTICS_MODELS: dict[str, object] = {}
 
 
-def ultralytics_predict(path: Path, task: str, frame: np.ndarray, imgsz: int):
-    """Ultralytics' own result for one frame (models are loaded once per file)."""
+def yolo_model(path: Path, task: str):
+    """Ultralytics' YOLO object for a model file, loaded once."""
     from ultralytics import YOLO
 
-    key = str(path)
-    if key not in _ULTRALYTICS_MODELS:
-        _ULTRALYTICS_MODELS[key] = YOLO(key, task=task)
-    return _ULTRALYTICS_MODELS[key].predict(frame, imgsz=imgsz, conf=CONF, iou=IOU, max_det=MAX_DET,
-                                            rect=False, device="cpu", verbose=False)[0]
+    if str(path) not in _ULTRALYTICS_MODELS:
+        _ULTRALYTICS_MODELS[str(path)] = YOLO(str(path), task=task)
+    return _ULTRALYTICS_MODELS[str(path)]
+
+
+def ultralytics_predict(path: Path, task: str, frame: np.ndarray, imgsz: int):
+    """Ultralytics' own result for one frame with the fixed-square letterbox (`rect=False`)."""
+    return yolo_model(path, task).predict(frame, imgsz=imgsz, conf=CONF, iou=IOU, max_det=MAX_DET,
+                                          rect=False, device="cpu", verbose=False)[0]
 
 
 def our_predictor(path: Path, task: str, imgsz: int) -> Predictor:
@@ -229,6 +233,38 @@ def test_segment_matches_ultralytics(fmt, random_model, frames, record_property)
            worst_iou=float(min(ious)), worst_score_diff=float(max(diffs)), masks=sum(counts),
            worst_mask_iou=float(min(input_ious)), frame_masks=len(vertex_distances),
            worst_frame_mask_iou=float(min(frame_ious)), worst_vertex_offset_px=max(vertex_distances))
+
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_minimum_rectangle_letterbox_matches_ultralytics_default(task, random_model, frames, record_property):
+    """A .pt model accepts any multiple of its stride, and Ultralytics' default (`rect=True`) feeds it
+    the smallest one that fits (320x256 for bus.jpg). Our `preprocess(..., stride=...)` does the same;
+    with it our pipeline equals Ultralytics' default predict, not only the fixed-square mode."""
+    path = random_model(task, DETECT_SIZE, "pt", class_bias=CLASS_BIAS)
+    predictor = our_predictor(path, task, DETECT_SIZE)
+    shapes, counts, worst_mask = set(), [], 1.0
+    for name, frame in frames:
+        tensor, geometry = processing.preprocess(frame, (DETECT_SIZE, DETECT_SIZE), stride=predictor.info.stride)
+        shapes.add(geometry.input_shape)
+        outputs = predictor.backend.infer(tensor)
+        ours = predictor.decode(outputs, geometry)
+        theirs = yolo_model(path, task).predict(  # Ultralytics' default: rect=True
+            frame, imgsz=DETECT_SIZE, conf=CONF, iou=IOU, max_det=MAX_DET, device="cpu", verbose=False)[0]
+        partner, _, _ = match_detections(ours, theirs.boxes.xyxy.numpy().astype(np.float64),
+                                         theirs.boxes.conf.numpy().astype(np.float64),
+                                         theirs.boxes.cls.numpy().astype(np.int64))
+        if task == "segment":
+            _, regions = processing.decode_segments(outputs, geometry, predictor.info.num_classes, CONF, IOU, MAX_DET)
+            our_masks = processing.regions_to_masks(regions, geometry.input_shape)
+            their_masks = theirs.masks.data.numpy().astype(bool)
+            assert their_masks.shape[1:] == geometry.input_shape
+            worst_mask = min(worst_mask, min(mask_iou(our_masks[j], their_masks[i]) for i, j in enumerate(partner)))
+        assert len(ours) >= MIN_BOXES_PER_FRAME, f"{name}: only {len(ours)} boxes"
+        counts.append(len(ours))
+    assert worst_mask >= MASK_IOU
+    assert {(320, 256), (256, 320)} <= shapes, f"expected portrait and landscape rectangles, got {shapes}"
+    report(record_property, f"{task}/pt rect", frames=len(frames), boxes=sum(counts), input_shapes=sorted(shapes),
+           worst_mask_iou=worst_mask)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt"])

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import asset_images
-from fake_tensorrt import install, write_engine
+from fake_tensorrt import install, ultralytics_header, write_engine
 
 from yolo_edge.backends import BackendOptions, load_backend
 from yolo_edge.cli import main
@@ -173,3 +173,36 @@ def test_engine_export_refuses_without_cuda(tmp_path, checkpoint, capsys, monkey
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert main(["export", str(checkpoint), "--format", "engine", "--output", str(out)]) == 1
     assert "needs the TensorRT Python package" in capsys.readouterr().err and not out.exists()
+
+
+def test_engine_export_with_gpu_records_the_tensorrt_version(tmp_path, checkpoint, random_model, capsys,
+                                                             monkeypatch):
+    """Only Ultralytics' TensorRT build is simulated (it needs a GPU): it gets the right arguments, and the
+    engine it writes (Ultralytics header + engine) gets a sidecar naming the TensorRT that built it."""
+    import importlib.machinery
+
+    import torch
+
+    import yolo_edge.modelgen
+
+    _, trt = install(monkeypatch, 10, "cuda-python", "10.3.0")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    onnx_model = random_model("detect", 320)
+    calls = []
+
+    def fake_build(source, fmt, imgsz, output, **kwargs):
+        calls.append((Path(source).name, fmt, imgsz, kwargs))
+        return write_engine(output, onnx_model, "10.3.0", ultralytics_header(onnx_model))
+
+    monkeypatch.setattr(yolo_edge.modelgen, "export_model", fake_build)
+    out = tmp_path / "det.engine"
+    assert main(["export", str(checkpoint), "--format", "engine", "--imgsz", "320", "--half", "--output",
+                 str(out)]) == 0
+    assert calls == [("yolov8n.pt", "engine", (320, 320), {"dynamic": False, "batch": 1, "quantize": 16,
+                                                           "device": 0})]
+    sidecar = json.loads((tmp_path / "det.engine.json").read_text())
+    assert sidecar["tensorrt_version"] == "10.3.0" and sidecar["task"] == "detect"
+    printed = capsys.readouterr().out
+    assert "runs only on this GPU model with TensorRT 10.3.0" in printed and "trtexec" not in printed
+    assert load_backend(out, OPTIONS_320).info.runtime == "tensorrt 10.3.0"

@@ -101,6 +101,39 @@ def test_nms_orders_by_score_and_honours_max_keep():
     assert kept.tolist() == np.argsort(-scores)[:7].tolist()
 
 
+def random_boxes(rng: np.random.Generator, count: int, integer: bool) -> np.ndarray:
+    corners = rng.uniform(0, 100, (count, 2))
+    boxes = np.hstack([corners, corners + rng.uniform(0, 40, (count, 2))]).astype(np.float32)
+    return np.round(boxes) if integer else boxes  # integer boxes make IoU == threshold ties common
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("tied_scores", [False, True])
+def test_nms_equals_torchvision(integer, tied_scores):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    rng = np.random.default_rng(int(integer) * 2 + int(tied_scores))
+    for _ in range(30):
+        count = int(rng.integers(1, 300))
+        boxes = random_boxes(rng, count, integer)
+        scores = (rng.choice([0.3, 0.6, 0.9], count) if tied_scores else rng.random(count) + 1e-3).astype(np.float32)
+        classes = rng.integers(0, 4, count)
+        offset = (boxes + classes[:, None] * P.CLASS_OFFSET).astype(np.float32)
+        for threshold in (0.3, 0.5, 0.7):
+            expected = torchvision.ops.nms(torch.from_numpy(offset), torch.from_numpy(scores), threshold)[:40]
+            np.testing.assert_array_equal(P.nms(offset, scores, threshold, 40, classes), expected.numpy())
+            plain = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)[:40]
+            np.testing.assert_array_equal(P.nms(boxes, scores, threshold, 40), plain.numpy())
+
+
+def test_nms_loop_for_large_groups_equals_the_matrix_path(monkeypatch):
+    rng = np.random.default_rng(7)
+    boxes, scores = random_boxes(rng, 200, integer=True), rng.random(200).astype(np.float32)
+    expected = P.nms(boxes, scores, 0.5)
+    monkeypatch.setattr(P, "_NMS_MATRIX_LIMIT", 4)
+    np.testing.assert_array_equal(P.nms(boxes, scores, 0.5), expected)
+
+
 def head_output(rows: list[tuple[float, float, float, float, int, float]], num_classes: int,
                 extra: int = 0, anchors: int = 20) -> np.ndarray:
     """A (1, 4 + nc + extra, anchors) YOLOv8 head output; rows are (cx, cy, w, h, class, score),

@@ -24,14 +24,18 @@ GENERATIONS = [(g, c) for g in (8, 10) for c in CUDA_STYLES]
 OPTIONS_320 = BackendOptions(input_size=(320, 320))
 
 
+# A class bias that makes the random models find dozens to hundreds of boxes on both asset images.
+MANY_BOXES = -1.5
+
+
 @pytest.fixture(scope="module")
 def detect_onnx(random_model) -> Path:
-    return random_model("detect", 320)
+    return random_model("detect", 320, class_bias=MANY_BOXES)
 
 
 @pytest.fixture(scope="module")
 def segment_onnx(random_model) -> Path:
-    return random_model("segment", 320)
+    return random_model("segment", 320, class_bias=MANY_BOXES)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,7 @@ def test_detect_matches_onnx_backend(monkeypatch, tmp_path, detect_onnx, frames,
     ours = predict_all(backend, frames)
     reference = predict_all(reference_backend, frames)
     assert_same_detections(ours, reference)
-    assert min(len(r) for r in reference) >= 20, "the random model should give many boxes"
+    assert min(len(r) for r in reference) >= 50, "the random model should give many boxes"
 
     # Per frame: input copied in, one execution, output copied out, then the stream synchronised.
     assert [e[0] for e in gpu.log] == ["h2d", "execute", "d2h", "sync"] * len(frames)
@@ -139,7 +143,7 @@ def test_segment_matches_onnx_backend(monkeypatch, tmp_path, segment_onnx, frame
         pytest.skip("segment post-processing is not in processing.py yet; raw outputs were compared")
     ours, reference = predict_all(backend, frames), predict_all(reference_backend, frames)
     assert_same_detections(ours, reference)
-    assert min(len(r) for r in reference) >= 10
+    assert min(len(r) for r in reference) >= 50
 
 
 def test_results_are_only_read_after_the_stream_is_synchronised(monkeypatch, tmp_path, detect_onnx, frames):

@@ -28,6 +28,9 @@ MAX_NMS_CANDIDATES = 30000
 MAX_POLYGON_POINTS = 64
 POLYGON_POINT_BUDGET = 4096
 MIN_POLYGON_POINTS = 4
+# Boxes of one class up to this many are suppressed through an IoU matrix (k x k float32), beyond it
+# with a loop that recomputes IoUs against the remaining boxes.
+_NMS_MATRIX_LIMIT = 2048
 # Fixed-point precision of Pillow's 8-bit resampling, reproduced by `resize_like_pil`.
 _PIL_PRECISION_BITS = 22
 
@@ -101,26 +104,35 @@ class MaskRegion:
 
 # --- pre-processing ---------------------------------------------------------------------------------
 
-def letterbox_geometry(frame_shape: tuple[int, int], input_shape: tuple[int, int]) -> Letterbox:
-    """Scale and centred padding that fit `frame_shape` into `input_shape` keeping aspect ratio."""
+def letterbox_geometry(frame_shape: tuple[int, int], input_shape: tuple[int, int],
+                       stride: int | None = None) -> Letterbox:
+    """Scale and centred padding that fit `frame_shape` into `input_shape` keeping aspect ratio.
+
+    With `stride` (for models that accept any multiple of it), padding is only what rounds the
+    resized frame up to that multiple: a 480x640 frame in 640x640 becomes 480x640, not 640x640 -
+    Ultralytics' minimum-rectangle letterbox (`rect=True`), 25 % fewer pixels for 4:3 frames.
+    """
     h, w = frame_shape
     in_h, in_w = input_shape
     if h <= 0 or w <= 0:
         raise ValueError(f"frame shape {frame_shape} has no pixels")
     scale = min(in_h / h, in_w / w)
     new_h, new_w = max(round(h * scale), 1), max(round(w * scale), 1)
+    if stride:
+        in_h, in_w = new_h + (in_h - new_h) % stride, new_w + (in_w - new_w) % stride
     return Letterbox(scale, (in_w - new_w) / 2, (in_h - new_h) / 2, (h, w), (in_h, in_w))
 
 
-def letterbox(frame: np.ndarray, input_shape: tuple[int, int], out: np.ndarray | None = None
-              ) -> tuple[np.ndarray, Letterbox]:
+def letterbox(frame: np.ndarray, input_shape: tuple[int, int], out: np.ndarray | None = None,
+              stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
     """Resize `frame` (H, W, 3 uint8) into `input_shape` keeping aspect ratio; pad with grey 114.
 
     Rounds sizes and padding like Ultralytics' LetterBox so results match it pixel for pixel. `out`,
-    when given, is a reusable (in_h, in_w, 3) uint8 buffer.
+    when given, is a reusable (in_h, in_w, 3) uint8 buffer. `stride`: minimum-rectangle padding, see
+    letterbox_geometry; the result is then smaller than `input_shape`.
     """
-    geo = letterbox_geometry(frame.shape[:2], input_shape)
-    in_h, in_w = input_shape
+    geo = letterbox_geometry(frame.shape[:2], input_shape, stride)
+    in_h, in_w = geo.input_shape
     h, w = geo.frame_shape
     new_h, new_w = geo.resized_shape
     top, left = geo.offset
@@ -150,10 +162,13 @@ def to_tensor(image_bgr: np.ndarray, out: np.ndarray | None = None, dtype: type 
 
 
 def preprocess(frame: np.ndarray, input_shape: tuple[int, int], dtype: type = np.float32,
-               buffers: dict | None = None) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox + tensor conversion; `buffers` (a dict kept by the caller) lets both be reused."""
+               buffers: dict | None = None, stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox + tensor conversion; `buffers` (a dict kept by the caller) lets both be reused.
+
+    `stride` selects the minimum-rectangle letterbox (only for models with dynamic input shapes).
+    """
     buffers = {} if buffers is None else buffers
-    boxed, geo = letterbox(frame, input_shape, buffers.get("letterbox"))
+    boxed, geo = letterbox(frame, input_shape, buffers.get("letterbox"), stride)
     buffers["letterbox"] = boxed
     tensor = to_tensor(boxed, buffers.get("tensor"), dtype)
     buffers["tensor"] = tensor
@@ -290,20 +305,65 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None
-        ) -> np.ndarray:
-    """Greedy NMS as torchvision.ops.nms (a box is dropped when IoU > threshold): kept indices, best first."""
-    order = np.argsort(-scores, kind="stable")
-    boxes = boxes.astype(np.float32, copy=False)
-    keep: list[int] = []
+def _iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    """(k, 4) float32 xyxy -> (k, k) IoU, with torchvision's float32 arithmetic."""
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    width = np.clip(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0, None)
+    height = np.clip(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0, None)
+    inter = width * height
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / (areas[:, None] + areas[None, :] - inter)
+
+
+def _greedy(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy suppression of boxes already sorted best first; returns kept positions."""
+    if len(boxes) <= _NMS_MATRIX_LIMIT:
+        # torchvision compares the float32 IoU with the double threshold; NaN (empty boxes) never suppresses.
+        overlaps = _iou_matrix(boxes).astype(np.float64) > iou_threshold
+        suppressed = np.zeros(len(boxes), bool)
+        keep = []
+        for i in range(len(boxes)):
+            if not suppressed[i]:
+                keep.append(i)
+                suppressed |= overlaps[i]
+        return np.asarray(keep, np.int64)
+    order = np.arange(len(boxes))
+    keep = []
     while order.size:
         best = order[0]
         keep.append(int(best))
-        if max_keep is not None and len(keep) >= max_keep:
-            break
         rest = order[1:]
-        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+        iou = box_iou(boxes[best], boxes[rest]).astype(np.float64)
+        order = rest[~(iou > iou_threshold)]
+    return np.asarray(keep, np.int64)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None,
+        classes: np.ndarray | None = None) -> np.ndarray:
+    """Greedy NMS exactly as torchvision.ops.nms (a box is dropped when IoU > threshold): kept indices,
+    best score first, ties in index order.
+
+    `classes`, when given, says that only boxes of the same class suppress each other (Ultralytics gets
+    that by offsetting boxes per class; passing the classes too lets each class be solved on its own
+    with a small IoU matrix, ~10x faster than one long loop over thousands of candidates).
+    """
+    count = len(boxes)
+    if count == 0:
+        return np.zeros(0, np.int64)
+    boxes = np.asarray(boxes, np.float32)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if classes is None:
+        groups = [order]
+    else:
+        by_class = order[np.argsort(np.asarray(classes)[order], kind="stable")]  # score order within a class
+        starts = np.flatnonzero(np.diff(np.asarray(classes)[by_class])) + 1
+        groups = np.split(by_class, starts)
+    kept = np.concatenate([group[_greedy(boxes[group], iou_threshold)] for group in groups])
+    rank = np.empty(count, np.int64)
+    rank[order] = np.arange(count)
+    kept = kept[np.argsort(rank[kept])]
+    return kept[:max_keep] if max_keep is not None else kept
 
 
 def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: float, iou_threshold: float,
@@ -330,7 +390,7 @@ def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: floa
     picked = output[:, candidates].T  # (n, 4 + nc + extra)
     boxes = xywh_to_xyxy(picked[:, :4])
     classes = best_class[candidates].astype(np.int64)
-    keep = nms(boxes + (classes[:, None] * CLASS_OFFSET), scores, iou_threshold, max_det)
+    keep = nms(boxes + (classes[:, None] * CLASS_OFFSET), scores, iou_threshold, max_det, classes)
     extra = picked[keep, 4 + num_classes:]
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), classes[keep], extra
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,8 @@ class TorchBackend:
         self.half = bool(options.half and self.device.type == "cuda")  # FP16 only pays off on a GPU
         model = model.to(self.device).eval()
         model = model.half() if self.half else model.float()
+        if _channels_last_is_faster(self.device):
+            model = model.to(memory_format=torch.channels_last)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self.model = model
@@ -116,6 +119,13 @@ def _export_outputs(output: object) -> list[torch.Tensor]:
     if isinstance(first, list | tuple):
         return [t for t in first if isinstance(t, torch.Tensor)]
     return [first]
+
+
+def _channels_last_is_faster(device: torch.device) -> bool:
+    """oneDNN (mkldnn) convolutions on x86 CPUs run ~1.5x faster on NHWC weights; Ultralytics' own
+    predictor switches to them there too."""
+    return (device.type == "cpu" and platform.machine().lower() in ("x86_64", "amd64")
+            and torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled))
 
 
 def _accepts_verbose(method: object) -> bool:
