@@ -267,6 +267,76 @@ def test_minimum_rectangle_letterbox_matches_ultralytics_default(task, random_mo
            worst_mask_iou=worst_mask)
 
 
+@pytest.fixture(scope="module")
+def end2end_checkpoint() -> Callable[[str], Path]:
+    """end2end_checkpoint(task) -> a calibrated random YOLO26n .pt whose NMS-free (one-to-one) head is on,
+    as in Ultralytics' released YOLO26 weights: its forward returns (1, 300, 6 [+ 32]) rows."""
+    import torch
+    import ultralytics
+
+    from yolo_edge.modelgen import build_model, save_checkpoint
+
+    def get(task: str) -> Path:
+        architecture = {"detect": "yolo26n.yaml", "segment": "yolo26n-seg.yaml"}[task]
+        directory = MODEL_CACHE / f"end2end-{ultralytics.__version__}-{task}-{CLASS_BIAS}"
+        checkpoint = directory / Path(architecture).with_suffix(".pt").name
+        if not (directory / "DONE").exists():
+            yolo = build_model(architecture, seed=0, class_bias=CLASS_BIAS)
+            head = yolo.model.model[-1]
+            with torch.no_grad():
+                for branch in head.one2one_cv3:  # build_model biases the one-to-many branch only
+                    last = branch[-1]
+                    (last if isinstance(last, torch.nn.Conv2d) else last.conv).bias.fill_(CLASS_BIAS)
+            head.end2end = True
+            save_checkpoint(yolo, checkpoint)
+            (directory / "DONE").write_text("ok")
+        return checkpoint
+
+    return get
+
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_yolo26_checkpoint_matches_ultralytics(task, end2end_checkpoint, frames, record_property):
+    """A YOLO26 .pt carries two heads. With Ultralytics' default `nms=None` its predictor runs the
+    one-to-many head plus NMS, as our torch backend does; with `nms=False` it runs the NMS-free head,
+    whose (1, 300, 6 [+ 32]) rows our decoding reads too (fed here from that head's own forward)."""
+    import torch
+    from ultralytics.nn.tasks import load_checkpoint
+
+    path = end2end_checkpoint(task)
+    predictor = our_predictor(path, task, DETECT_SIZE)
+    nms_free, _ = load_checkpoint(str(path))
+    nms_free = nms_free.fuse().eval()
+    assert nms_free.end2end
+    counts = {"nms": [], "nms-free": []}
+    worst_mask = 1.0
+    for name, frame in frames:
+        prepared = predictor.prepare(frame)
+        with torch.inference_mode():
+            raw = nms_free(torch.from_numpy(prepared.tensor))[0]
+        nms_free_outputs = [t.numpy() for t in (raw if isinstance(raw, tuple) else (raw,))]
+        assert nms_free_outputs[0].shape[1:] == (MAX_DET, 6 + (32 if task == "segment" else 0))
+        for mode, outputs, nms in (("nms", predictor.backend.infer(prepared.tensor), None),
+                                   ("nms-free", nms_free_outputs, False)):
+            ours = predictor.decode(outputs, prepared.geometry)
+            theirs = yolo_model(path, task).predict(frame, imgsz=DETECT_SIZE, conf=CONF, iou=IOU, max_det=MAX_DET,
+                                                    rect=False, nms=nms, device="cpu", verbose=False)[0]
+            partner, _, _ = match_detections(ours, theirs.boxes.xyxy.numpy().astype(np.float64),
+                                             theirs.boxes.conf.numpy().astype(np.float64),
+                                             theirs.boxes.cls.numpy().astype(np.int64))
+            if task == "segment":
+                _, regions = processing.decode_segments(outputs, prepared.geometry, predictor.info.num_classes,
+                                                        CONF, IOU, MAX_DET)
+                our_masks = processing.regions_to_masks(regions, prepared.geometry.input_shape)
+                their_masks = theirs.masks.data.numpy().astype(bool)
+                worst_mask = min(worst_mask, *(mask_iou(our_masks[j], their_masks[i]) for i, j in enumerate(partner)))
+            assert len(ours) >= MIN_BOXES_PER_FRAME, f"{name} ({mode}): only {len(ours)} boxes"
+            counts[mode].append(len(ours))
+    assert worst_mask >= MASK_IOU
+    report(record_property, f"{task}/pt yolo26", frames=len(frames), boxes_nms=sum(counts["nms"]),
+           boxes_nms_free=sum(counts["nms-free"]), worst_mask_iou=worst_mask)
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "pt"])
 def test_classify_matches_ultralytics(fmt, sharp_classifier, frames, record_property):
     path = sharp_classifier(fmt)

@@ -64,10 +64,10 @@ def test_outputs_equal_the_onnx_export(random_model, task, imgsz):
         np.testing.assert_allclose(ours[0], reference[0], atol=1e-6)
     else:  # box coordinates are in input pixels: allow a few thousandths of a pixel
         np.testing.assert_allclose(ours[0][:, :4], reference[0][:, :4], atol=5e-3)
-        np.testing.assert_allclose(ours[0][:, 4:], reference[0][:, 4:], atol=1e-4)
+        np.testing.assert_allclose(ours[0][:, 4:], reference[0][:, 4:], rtol=1e-3, atol=1e-4)
     if task == "segment":
         assert ours[1].shape == (1, 32, imgsz // 4, imgsz // 4)
-        np.testing.assert_allclose(ours[1], reference[1], atol=1e-4)
+        np.testing.assert_allclose(ours[1], reference[1], rtol=1e-3, atol=1e-4)
 
 
 def test_the_onnx_path_imports_neither_torch_nor_ultralytics(random_model):

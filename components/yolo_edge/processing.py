@@ -366,15 +366,36 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     return kept[:max_keep] if max_keep is not None else kept
 
 
+def is_end2end(output: np.ndarray, num_classes: int, num_masks: int = 0) -> bool:
+    """Whether a head output has the NMS-free layout of YOLOv10 / YOLO26 end-to-end heads:
+    (1, max_det, 6 + nm) rows of x1, y1, x2, y2, score, class[, mask coefficients], best first,
+    instead of YOLOv8's (1, 4 + nc + nm, anchors)."""
+    rows, columns = output.shape[-2:]
+    return columns == 6 + num_masks and rows != 4 + num_classes + num_masks
+
+
+def decode_end2end(output: np.ndarray, conf_threshold: float, max_det: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode an end-to-end head output (see is_end2end): no NMS, only the score threshold and max_det."""
+    if output.ndim == 3:
+        output = output[0]
+    picked = output[output[:, 4] > conf_threshold][:max_det]
+    return (picked[:, :4].astype(np.float32), picked[:, 4].astype(np.float32),
+            np.rint(picked[:, 5]).astype(np.int64), picked[:, 6:].astype(np.float32))
+
+
 def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: float, iou_threshold: float,
-                      max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode one image of a YOLOv8 head output (4 + nc + extra, anchors) with class-aware NMS.
+                      max_det: int, num_masks: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one image of a YOLOv8 head output (4 + nc + extra, anchors) with class-aware NMS, or
+    of an end-to-end head (see is_end2end; `num_masks` tells its extra columns).
 
     Returns (boxes xyxy in input pixels, scores, class ids, extra columns such as mask coefficients),
     best score first.
     """
     if output.ndim == 3:
         output = output[0]
+    if is_end2end(output, num_classes, num_masks):
+        return decode_end2end(output, conf_threshold, max_det)
     class_scores = output[4:4 + num_classes]
     best_class = class_scores.argmax(0)
     best_score = class_scores[best_class, np.arange(class_scores.shape[1])]
@@ -537,9 +558,9 @@ def decode_segments(outputs: list[np.ndarray], geo: Letterbox, num_classes: int,
     """Segmentation outputs -> (Detections in frame pixels without polygons, one MaskRegion each)."""
     if len(outputs) < 2:
         raise ValueError(f"a segmentation model has 2 outputs (detections, prototypes), got {len(outputs)}")
-    boxes, scores, classes, coefficients = decode_detections(outputs[0], num_classes, conf_threshold,
-                                                             iou_threshold, max_det)
     protos = outputs[1][0] if outputs[1].ndim == 4 else outputs[1]
+    boxes, scores, classes, coefficients = decode_detections(outputs[0], num_classes, conf_threshold,
+                                                             iou_threshold, max_det, protos.shape[0])
     if coefficients.shape[1] != protos.shape[0]:
         raise ValueError(f"the detection output has {coefficients.shape[1]} mask coefficients but there are "
                          f"{protos.shape[0]} prototype masks")

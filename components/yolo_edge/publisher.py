@@ -111,6 +111,7 @@ class Publisher:
                     return
                 batch = list(self._incoming)
                 self._incoming.clear()
+                self._sending = bool(batch)  # being encoded: still pending for close()
             self._store([encoded for encoded in map(self._encode, batch) if encoded is not None])
             if not self._send_ready():
                 retry_at = time.monotonic() + self._retry_interval_s
@@ -147,6 +148,7 @@ class Publisher:
         while True:
             with self._cond:
                 if not self._ready:
+                    self._sending = False
                     self._cond.notify_all()
                     return True
                 head = self._ready[0]

@@ -77,6 +77,10 @@ class TorchBackend:
         if task != "classify" and (input_shape[0] % stride or input_shape[1] % stride):
             raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH are {input_shape[0]}x"
                                  f"{input_shape[1]}; a {task} model needs multiples of its stride {stride}")
+        if hasattr(model, "end2end"):
+            # YOLOv10/YOLO26 carry an NMS-free head too; like Ultralytics' predictor (nms=None) and its
+            # default ONNX export, run the one-to-many head so outputs have the (1, 4 + nc, A) layout.
+            model.end2end = False
         if hasattr(model, "fuse"):
             with contextlib.redirect_stdout(io.StringIO()):
                 model = model.fuse(verbose=False) if _accepts_verbose(model.fuse) else model.fuse()
