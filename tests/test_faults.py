@@ -562,6 +562,33 @@ def test_publisher_survives_messages_it_cannot_encode_or_the_transport_rejects()
         publisher.close(1.0)
 
 
+def test_publisher_drops_a_message_refused_for_good_and_keeps_publishing():
+    """A non-retryable TransportError (e.g. IPC UnauthorizedError, payload over the nucleus limit)
+    must not block the messages behind it; a retryable one keeps the message for later."""
+    from yolo_edge.publisher import Publisher
+    from yolo_edge.transport import TransportError
+
+    class Refused(TransportError):
+        retryable = False
+
+    transport = SwitchedTransport()
+    transport.up = True
+    publisher = Publisher(transport, lambda: OUT, retry_interval_s=0.05).start()
+    try:
+        transport.reject = Refused("not authorized")
+        publisher.submit(_frame(1))
+        _wait(lambda: publisher.failed == 1)
+        transport.reject = TransportError("spooler full")
+        publisher.submit(_frame(2))
+        time.sleep(0.2)
+        assert publisher.pending() == 1 and publisher.failed == 1
+        transport.reject = None
+        publisher.submit(_frame(3))
+        _wait(lambda: transport.kinds() == [2, 3])
+    finally:
+        publisher.close(1.0)
+
+
 def test_every_error_code_and_status_event_is_in_the_troubleshooting_guide():
     import re
 

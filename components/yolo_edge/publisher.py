@@ -165,6 +165,12 @@ class Publisher:
                     drops = 0
                 self._publish(head.payload)
             except TransportError as exc:
+                if not getattr(exc, "retryable", True):
+                    # Refused for good (not authorized, too large): retrying would block every later message.
+                    log.error("dropping a %s message the transport refused: %s", head.kind, exc)
+                    self.failed += 1
+                    self._pop_head(head)
+                    continue
                 with self._cond:
                     self._unreported_drops += drops
                     self._sending = False
@@ -177,14 +183,17 @@ class Publisher:
                 log.exception("dropping a %s message the transport rejected", head.kind)
                 self.failed += 1
                 drops = 0
-            with self._cond:
-                self._sending = False
-                self._ready.popleft()
-                self._ready_bytes -= len(head.payload)
-                self._cond.notify_all()
+            self._pop_head(head)
             if self._blocked:
                 self._blocked = False
                 log.info("publishing again")
+
+    def _pop_head(self, head: _Encoded) -> None:
+        with self._cond:
+            self._sending = False
+            self._ready.popleft()
+            self._ready_bytes -= len(head.payload)
+            self._cond.notify_all()
 
     def _publish(self, payload: bytes) -> None:
         self._transport.publish(self._topic(), payload)
