@@ -98,7 +98,7 @@ def write_video(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-def time_sessions(paths: dict[str, Path], tensors: list[np.ndarray], warmup: int, runs: int
+def time_sessions(paths: dict[str, Path], tensors: list[np.ndarray], warmup: int, runs: int, threads: int = 0
                   ) -> dict[str, tuple[float, float, float]]:
     """(median, p90, min) ms of session.run per model. The models take turns run by run, in a new random
     order each round, so load from other processes on the machine spreads evenly over them."""
@@ -106,6 +106,8 @@ def time_sessions(paths: dict[str, Path], tensors: list[np.ndarray], warmup: int
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
     sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
                 for k, p in paths.items()}
     name = next(iter(sessions.values())).get_inputs()[0].name
@@ -193,6 +195,10 @@ def drift(reference: list, candidate: list) -> tuple[float, float, float, float,
             cand_total / len(candidate))
 
 
+def _cell(value: float, spec: str) -> str:
+    return "-" if np.isnan(value) else format(value, spec)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="640,480x640", help="input sizes, comma separated (default: %(default)s)")
@@ -202,6 +208,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--workdir", type=Path, help="keep the models here (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own "
+                                                                 "choice, one per core)")
     parser.add_argument("--reuse", action="store_true", help="reuse INT8 models already in --workdir")
     parser.add_argument("--no-drift", action="store_true", help="time only")
     args = parser.parse_args()
@@ -221,7 +229,8 @@ def main() -> int:
 
     print(f"onnxruntime {ort.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; {args.calibration_frames} calibration frames, {args.eval_frames} evaluation "
-          f"frames, {args.runs} timed runs per model (interleaved)", flush=True)
+          f"frames, {args.runs} timed runs per model (interleaved), intra-op threads "
+          f"{args.threads or 'default'}", flush=True)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
@@ -245,7 +254,7 @@ def main() -> int:
                 paths[name] = quantize_onnx(fp32, model_dir / f"{fp32.stem}-int8-{name}.onnx", calibration,
                                             VARIANTS[name])
                 print(f"{label} {name}: quantised in {time.perf_counter() - start:.1f} s", flush=True)
-            timings = time_sessions(paths, tensors, args.warmup, args.runs)
+            timings = time_sessions(paths, tensors, args.warmup, args.runs, args.threads)
             reference = None if args.no_drift else detections(fp32, frames, size)
             for name, path in paths.items():
                 median, p90, fastest = timings[name]
@@ -263,8 +272,10 @@ def main() -> int:
           "| INT8 boxes in FP32 | mean IoU | mean abs score change | boxes/frame |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.size} | {r.variant} | {r.size_mb:.1f} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {r.min_ms:.1f} "
-              f"| {r.recall:.1%} | {r.precision:.1%} | {r.mean_iou:.3f} | {r.score_change:.4f} | {r.boxes:.1f} |")
+        cells = [f"{r.size_mb:.1f}", *(_cell(v, ".1f") for v in (r.median_ms, r.p90_ms, r.min_ms)),
+                 *(_cell(v, ".1%") for v in (r.recall, r.precision)), _cell(r.mean_iou, ".3f"),
+                 _cell(r.score_change, ".4f"), _cell(r.boxes, ".1f")]
+        print(f"| {r.size} | {r.variant} | {' | '.join(cells)} |")
     return 0
 
 

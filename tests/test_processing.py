@@ -221,11 +221,16 @@ def test_top_k_breaks_ties_by_class_id():
 
 @pytest.mark.parametrize("frame_shape", [(1080, 810), (720, 1280), (480, 640), (224, 224), (100, 150), (37, 999)])
 @pytest.mark.parametrize("size", [224, 160])
-def test_classify_preprocess_equals_ultralytics(frame_shape, size):
-    """Short side to `size` with Pillow's antialiased bilinear filter, centre crop: bit-identical."""
+@pytest.mark.parametrize("with_pillow", [True, False])
+def test_classify_preprocess_equals_ultralytics(frame_shape, size, with_pillow, monkeypatch):
+    """Short side to `size` with Pillow's antialiased bilinear filter, centre crop: bit-identical, with
+    Pillow and with the numpy re-implementation used where Pillow is not installed."""
     augment = pytest.importorskip("ultralytics.data.augment")
     image_module = pytest.importorskip("PIL.Image")
     import torchvision.transforms as T
+
+    if not with_pillow:
+        monkeypatch.setattr(P, "_pillow_image", lambda: None)
 
     frame = np.random.default_rng(2).integers(0, 256, (*frame_shape, 3), dtype=np.uint8)
     resize_and_crop = T.Compose(augment.classify_transforms(size).transforms[:2])

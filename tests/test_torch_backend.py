@@ -88,6 +88,23 @@ def test_the_onnx_path_imports_neither_torch_nor_ultralytics(random_model):
     assert done.stdout.strip() == "ok onnx"
 
 
+def test_loading_a_checkpoint_leaves_omp_num_threads_alone(random_model):
+    """Importing Ultralytics sets OMP_NUM_THREADS=1 (for its training loaders); the backend undoes that
+    so OpenMP users loaded later in the component keep their threads."""
+    checkpoint = random_model("detect", SIZE, "pt")
+    script = (
+        "import os\n"
+        "from yolo_edge.backends import load_backend, BackendOptions\n"
+        f"load_backend({str(checkpoint)!r}, BackendOptions(device='cpu', input_size=({SIZE}, {SIZE})))\n"
+        "import ultralytics\n"
+        "assert 'OMP_NUM_THREADS' not in os.environ, os.environ['OMP_NUM_THREADS']\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(COMPONENTS), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="file not found") as error:
         load_backend(tmp_path / "nothing.pt")

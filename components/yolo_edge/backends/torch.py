@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import platform
 from pathlib import Path
 
@@ -41,10 +42,14 @@ def choose_device(wanted: str) -> torch.device:
 
 def _load_checkpoint(path: Path) -> torch.nn.Module:
     """The model inside an Ultralytics checkpoint (FP32, eval mode), Ultralytics' messages silenced."""
+    omp_threads = os.environ.get("OMP_NUM_THREADS")
     try:
         from ultralytics.nn.tasks import load_checkpoint
     except ImportError:  # Ultralytics < 8.3.x names it attempt_load_one_weight
         from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
+    finally:
+        if omp_threads is None:  # importing Ultralytics sets OMP_NUM_THREADS=1 for its training loaders
+            os.environ.pop("OMP_NUM_THREADS", None)
     with contextlib.redirect_stdout(io.StringIO()):
         model, _ = load_checkpoint(str(path), device=torch.device("cpu"))
     return model
@@ -77,10 +82,11 @@ class TorchBackend:
         if task != "classify" and (input_shape[0] % stride or input_shape[1] % stride):
             raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH are {input_shape[0]}x"
                                  f"{input_shape[1]}; a {task} model needs multiples of its stride {stride}")
-        if hasattr(model, "end2end"):
+        if getattr(model, "end2end", False):
             # YOLOv10/YOLO26 carry an NMS-free head too; like Ultralytics' predictor (nms=None) and its
             # default ONNX export, run the one-to-many head so outputs have the (1, 4 + nc, A) layout.
-            model.end2end = False
+            with contextlib.suppress(AttributeError):  # read-only in old Ultralytics: decode handles both
+                model.end2end = False
         if hasattr(model, "fuse"):
             with contextlib.redirect_stdout(io.StringIO()):
                 model = model.fuse(verbose=False) if _accepts_verbose(model.fuse) else model.fuse()
