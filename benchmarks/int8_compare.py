@@ -53,6 +53,7 @@ VARIANTS = {
     "qop-s8": Int8Settings("qoperator", False, "int8", "head"),
     "qdq-u8-decode-only": Int8Settings("qdq", False, "uint8", "decode"),
     "qdq-u8-conv-only": Int8Settings("qdq", False, "uint8", "non-conv"),
+    "dynamic": Int8Settings(),  # no calibration: what the command does without --calibration
 }
 
 
@@ -251,8 +252,8 @@ def main() -> int:
                     paths[name] = reused
                     continue
                 start = time.perf_counter()
-                paths[name] = quantize_onnx(fp32, model_dir / f"{fp32.stem}-int8-{name}.onnx", calibration,
-                                            VARIANTS[name])
+                paths[name] = quantize_onnx(fp32, model_dir / f"{fp32.stem}-int8-{name}.onnx",
+                                            None if name == "dynamic" else calibration, VARIANTS[name])
                 print(f"{label} {name}: quantised in {time.perf_counter() - start:.1f} s", flush=True)
             timings = time_sessions(paths, tensors, args.warmup, args.runs, args.threads)
             reference = None if args.no_drift else detections(fp32, frames, size)

@@ -79,6 +79,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60, help="measured frames per run (default: 60)")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up frames per run (default: 5)")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repeats (default: 3)")
+    parser.add_argument("--modes", default=",".join(MODES), help="runners (default: %(default)s)")
+    parser.add_argument("--quiet", type=float, default=0.0, metavar="PERCENT",
+                        help="wait for, and rerun until, other processes use < PERCENT of the CPU (see yolo-edge "
+                             "bench --quiet; default: 0, off)")
     parser.add_argument("--output", default="benchmarks/results/ort-threads", help="output folder")
     args = parser.parse_args()
 
@@ -87,7 +91,8 @@ def main() -> int:
     spinning = bench.parse_list("--spinning", args.spinning, tuple(SPINNING))
     pairs = bench.resolve_models([args.model], sizes, ["onnx"], "cpu", False, bench.parse_class_bias(args.class_bias))
     jobs = []
-    for (model, size), count, spin, mode in itertools.product(pairs, threads, spinning, MODES):
+    modes = bench.parse_list("--modes", args.modes, MODES)
+    for (model, size), count, spin, mode in itertools.product(pairs, threads, spinning, modes):
         jobs.append((bench.Job(model, size, mode, count), spin))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,8 @@ def main() -> int:
                 index += 1
                 spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": "cpu",
                         "spinning": spin}
-                result = bench.run_worker(job, spec, workdir, index, 600, (str(Path(__file__).resolve()), "--worker"))
+                result = bench.run_quietly(job, spec, workdir, index, 600, args.quiet, 300,
+                                           (str(Path(__file__).resolve()), "--worker"))
                 job.runs.append(result)
                 print(progress.line(f"{job.describe()} spinning={spin}: {bench.outcome(result)}"), flush=True)
 
@@ -127,7 +133,7 @@ def markdown(report: dict[str, Any]) -> str:
              "Median over repeats of: end-to-end ms per frame (1000/FPS) for each runner, and the pipeline "
              "process' CPU ms per frame (all threads). Lower is better.", "",
              "| input H×W | threads | spinning | pipeline ms | serial ms | bare ms | pipeline / bare | "
-             "pipeline CPU ms/frame | bare CPU ms/frame | load avg |",
+             "pipeline CPU ms/frame | bare CPU ms/frame | others' CPU % |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     keys = list(dict.fromkeys((tuple(r["size"]), r["threads"], r["spinning"]) for r in rows))
     for size, threads, spin in keys:
@@ -136,13 +142,14 @@ def markdown(report: dict[str, Any]) -> str:
         if any("error" in s for s in by_mode.values()):
             lines.append(f"| {size[0]}×{size[1]} | {threads or 'default'} | {spin} | error |||||||")
             continue
-        pipe, serial, bare = by_mode["pipeline"], by_mode["serial"], by_mode["bare"]
-        loads = [run["loadavg_1min"][0] for r in rows if (tuple(r["size"]), r["threads"], r["spinning"]) ==
-                 (size, threads, spin) for run in r["runs"] if "loadavg_1min" in run]
+        empty = {"frame_ms": float("nan"), "cpu_ms_per_frame": float("nan")}
+        pipe, serial, bare = (by_mode.get(mode, empty) for mode in MODES)
+        others = [run["other_cpu_percent"] for r in rows if (tuple(r["size"]), r["threads"], r["spinning"]) ==
+                  (size, threads, spin) for run in r["runs"] if run.get("other_cpu_percent") is not None]
         lines.append(f"| {size[0]}×{size[1]} | {threads or 'default'} | {spin} | {pipe['frame_ms']:.1f} | "
                      f"{serial['frame_ms']:.1f} | {bare['frame_ms']:.1f} | {pipe['frame_ms'] / bare['frame_ms']:.3f} | "
                      f"{pipe['cpu_ms_per_frame']:.0f} | {bare['cpu_ms_per_frame']:.0f} | "
-                     f"{statistics.median(loads) if loads else 0:.1f} |")
+                     f"{statistics.median(others) if others else 0:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,7 @@ def test_bench_writes_table_json_and_chart(bench_run) -> None:
         assert 0 < summary["first_result_s"] < 120
         assert summary["peak_rss_mb"] > 20
         assert summary["fps"] == pytest.approx(1000 / summary["frame_ms"], rel=0.01)
+        assert 0 <= summary["other_cpu_percent"] <= 100
         for stats in summary["latency_ms"].values():
             assert 0 <= stats["p50"] <= stats["p90"] <= stats["p99"]
     ours = _config(report, "pipeline")["summary"]

@@ -166,23 +166,28 @@ def _triple(stats: dict[str, float] | None) -> str:
 
 def detailed_table(configs: list[dict[str, Any]]) -> list[str]:
     lines = ["| model | runner | threads | input H×W | preprocess | inference | postprocess | total | "
-             "message p50 | frame ms | FPS | first result s | peak RSS MB | CPU ms/frame | dets/frame | runs |",
-             "|---|---|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "message p50 | frame ms | FPS | first result s | peak RSS MB | CPU ms/frame | dets/frame | runs | "
+             "others' CPU % |",
+             "|---|---|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for config in configs:
         threads = "–" if config["threads"] is None else str(config["threads"] or "default")
         head = (f"| {config['model']} {config['format']} | {config['runner']} | {threads} | "
                 f"{size_text(config['size'])} |")
         s = config["summary"]
         if not _ok(config):
-            lines.append(head + f" error: {s['error']} |" + " |" * 11)
+            lines.append(head + f" error: {s['error']} |" + " |" * 12)
             continue
         latency = s["latency_ms"]
         stages = " | ".join(_triple(latency.get(stage)) for stage in STAGES)
         message = f"{latency['message']['p50']:.2f}" if "message" in latency else "–"
         lines.append(f"{head} {stages} | {message} | {s['frame_ms']:.1f} | {s['fps']:.2f} | "
                      f"{s['first_result_s']:.2f} | {s['peak_rss_mb']:.0f} | {s['cpu_ms_per_frame']:.0f} | "
-                     f"{s['detections_per_frame']:.0f} | {s['runs']} |")
+                     f"{s['detections_per_frame']:.0f} | {s['runs']} | {_number(s.get('other_cpu_percent'))} |")
     return lines
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
 
 
 def targets_table(checks: list[dict[str, Any]]) -> list[str]:
@@ -235,7 +240,8 @@ def markdown(report: dict[str, Any]) -> str:
               "Stage columns are p50 / p90 / p99 ms. *frame ms* is wall time per frame end to end; with the "
               "feeder thread, preprocessing overlaps inference, so it can be less than *total*. *first result* "
               "is from process start (interpreter, imports, model load) to the first frame's result. "
-              "*CPU ms/frame* is the process' CPU time (all threads) per measured frame.", "",
+              "*CPU ms/frame* is the process' CPU time (all threads) per measured frame. *others' CPU %* is the "
+              "CPU other processes used meanwhile, in % of all cores: how noisy the machine was.", "",
               *detailed_table(configs), ""]
     if report.get("targets"):
         lines += ["## Targets", "", *targets_table(report["targets"]), ""]

@@ -50,6 +50,8 @@ class Recorder:
         self._cpu_start = 0.0
         self.measured_s = 0.0
         self.cpu_s = 0.0
+        self._system_start: float | None = None
+        self._system_end: float | None = None
 
     @property
     def done(self) -> bool:
@@ -76,10 +78,12 @@ class Recorder:
         self.detections += detections
         self.measured_s = now - self._measure_start
         self.cpu_s = _cpu_seconds() - self._cpu_start
+        self._system_end = system_busy_seconds()
 
     def _start_clock(self, now: float) -> None:
         self._measure_start = now
         self._cpu_start = _cpu_seconds()
+        self._system_start = system_busy_seconds()
 
     def summary(self) -> dict[str, Any]:
         measured = len(self.samples["frame"])
@@ -92,7 +96,16 @@ class Recorder:
             "first_result_s": round(self.first_result_s, 3) if self.first_result_s is not None else None,
             "cpu_ms_per_frame": round(self.cpu_s * 1000 / measured, 3) if measured else 0.0,
             "detections_per_frame": round(self.detections / measured, 2) if measured else 0.0,
+            "other_cpu_percent": self.other_cpu_percent(),
         }
+
+    def other_cpu_percent(self) -> float | None:
+        """CPU used by other processes while measuring, in % of all cores: how noisy the run was."""
+        if self._system_start is None or self._system_end is None or self.measured_s <= 0:
+            return None
+        others = (self._system_end - self._system_start) - self.cpu_s
+        cores = os.cpu_count() or 1
+        return round(max(0.0, min(100.0, 100 * others / (self.measured_s * cores))), 1)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -111,6 +124,19 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def _cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def system_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    ticks = [int(value) for value in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb() -> float:

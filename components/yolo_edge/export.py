@@ -63,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "             An engine runs only on the GPU model and TensorRT version it was built with\n"
                     "  onnx-int8  INT8 ONNX quantised with ONNX Runtime: static with --calibration (calibrated\n"
                     "             on frames from your video through the same preprocessing as inference),\n"
-                    "             otherwise dynamic (smaller file, often slower on CPU)\n\n"
+                    "             otherwise dynamic (smaller file, no faster than FP32 on a CPU)\n\n"
                     "MODEL may also be an architecture YAML bundled with Ultralytics (yolov8n.yaml,\n"
                     "yolov8n-seg.yaml, yolo11n.yaml, ...): the model then has RANDOM weights, useful to\n"
                     "measure speed without trained weights, useless for real detections. For onnx-int8,\n"
@@ -72,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "  yolo-edge export yolov8n.pt --format onnx --imgsz 480,640\n"
                "  yolo-edge export yolov8n.pt --format engine --half            # on the Jetson\n"
                "  yolo-edge export yolov8n.pt --format onnx-int8 --calibration site.mp4\n"
-               "  yolo-edge export yolov8n.yaml --format onnx                   # random weights")
+               "  yolo-edge export yolov8n.yaml --format onnx                   # random weights\n\n"
+               "exit status: 0 done, 2 a bad flag or input, 1 the export cannot be done here or failed")
     parser.add_argument("model", metavar="MODEL", help=".pt checkpoint, architecture .yaml, or .onnx (onnx-int8)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to produce")
     parser.add_argument("--imgsz", metavar="H,W | SIZE",
@@ -435,15 +436,17 @@ def export_int8(request: ExportRequest, source: Path, progress: Progress, settin
     if request.calibration is not None:
         with progress.step(f"reading {request.calibration_frames} calibration frames from {request.calibration}"):
             frames = read_calibration_tensors(request.calibration, request.calibration_frames, imgsz)
-    kind = f"static, calibrated on {len(frames)} frames" if frames else "dynamic (no --calibration)"
-    with progress.step(f"quantising to INT8 with ONNX Runtime ({kind}, {settings.quant_format.upper()}, "
-                       f"{settings.activation_type()} activations"
-                       f"{', per-channel weights' if settings.per_channel else ''})"):
+    if frames:
+        kind = (f"static, calibrated on {len(frames)} frames, {settings.quant_format.upper()}, "
+                f"{settings.activation_type()} activations{', per-channel weights' if settings.per_channel else ''}")
+    else:
+        kind = "dynamic (no --calibration): weights INT8, activations quantised at run time"
+    with progress.step(f"quantising to INT8 with ONNX Runtime ({kind})"):
         quantize_onnx(source, request.output, frames, settings)
     fp32_mb, int8_mb = source.stat().st_size / 1e6, request.output.stat().st_size / 1e6
     print(f"      size: FP32 {fp32_mb:.1f} MB -> INT8 {int8_mb:.1f} MB ({int8_mb / fp32_mb:.0%})")
     if frames is None:
-        print("note: dynamic quantisation shrinks the file but usually runs slower than FP32 on a CPU; for speed "
+        print("note: dynamic quantisation shrinks the file but runs no faster than FP32 on a CPU; for speed "
               "give --calibration VIDEO (static quantisation)")
     return request.output
 
