@@ -11,15 +11,13 @@ and through `YOLO(path).predict(...)` with the same conf / iou / max_det / imgsz
   published polygons' vertices lie on their masks;
 - classification top-5 classes are identical, probabilities within 1e-3.
 
-Making it fair: Ultralytics letterboxes a `.pt` model to the minimum rectangle (`rect=True`, the
-`predict` default, e.g. 256x320 for a landscape frame) while a fixed-shape ONNX model, and our
-Predictor for every format, letterboxes to the full square input. The PyTorch comparisons therefore
-call `predict(..., rect=False)`, which makes Ultralytics letterbox to the same fixed imgsz; ONNX
-models are fixed-shape, so Ultralytics letterboxes them that way anyway. A separate test runs our
-minimum-rectangle letterbox (`processing.preprocess(..., stride=32)`) against Ultralytics' default
-`rect=True`, and another a YOLO26 checkpoint (two heads: NMS and NMS-free) against `nms=None` and
-`nms=False`. Classification uses Ultralytics' own transform (short-side resize + centre crop) on both
-sides.
+Making it fair: both sides letterbox the same way. For a `.pt` model Ultralytics' default
+(`rect=True`) and our Predictor both use the minimum stride-multiple rectangle (e.g. 256x320 for a
+landscape frame); a fixed-shape ONNX model is letterboxed to its full square input by both. A separate
+test calls `processing.preprocess(..., stride=32)` directly against `rect=True` and checks that both
+portrait and landscape rectangles occur, and another runs a YOLO26 checkpoint (two heads: NMS and
+NMS-free) against `nms=None` and `nms=False`. Classification uses Ultralytics' own transform
+(short-side resize + centre crop) on both sides.
 
 Making it bite: random models emit near-identical scores unless their batch-norm statistics are
 calibrated (the `random_model` fixture does that); detect/segment models use `class_bias=-1.5` so each
@@ -111,9 +109,10 @@ def yolo_model(path: Path, task: str):
 
 
 def ultralytics_predict(path: Path, task: str, frame: np.ndarray, imgsz: int):
-    """Ultralytics' own result for one frame with the fixed-square letterbox (`rect=False`)."""
+    """Ultralytics' own result for one frame, letterboxed as our Predictor does for that format:
+    the minimum rectangle (`rect=True`, Ultralytics' default) for a .pt model, the square otherwise."""
     return yolo_model(path, task).predict(frame, imgsz=imgsz, conf=CONF, iou=IOU, max_det=MAX_DET,
-                                          rect=False, device="cpu", verbose=False)[0]
+                                          rect=path.suffix == ".pt", device="cpu", verbose=False)[0]
 
 
 def our_predictor(path: Path, task: str, imgsz: int) -> Predictor:
@@ -326,7 +325,7 @@ def test_yolo26_checkpoint_matches_ultralytics(task, end2end_checkpoint, frames,
                                    ("nms-free", nms_free_outputs, False)):
             ours = predictor.decode(outputs, prepared.geometry)
             theirs = yolo_model(path, task).predict(frame, imgsz=DETECT_SIZE, conf=CONF, iou=IOU, max_det=MAX_DET,
-                                                    rect=False, nms=nms, device="cpu", verbose=False)[0]
+                                                    rect=True, nms=nms, device="cpu", verbose=False)[0]
             partner, _, _ = match_detections(ours, theirs.boxes.xyxy.numpy().astype(np.float64),
                                              theirs.boxes.conf.numpy().astype(np.float64),
                                              theirs.boxes.cls.numpy().astype(np.int64))
