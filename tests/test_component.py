@@ -246,3 +246,28 @@ def test_config_file_and_flags(tmp_path: Path):
                                       "--set", "conf_threshold=0.6"])
     config = build_config(args)
     assert (config.model_loc, config.model_height, config.conf_threshold) == ("b.onnx", 480, 0.6)
+
+
+def test_publish_rate_cap_counts_unpublished_frames_and_batches_frames(broker, random_model, tmp_path):
+    from conftest import make_video
+
+    video = make_video(tmp_path / "v.avi", frames=24)
+    config = Config.from_mapping({"model_loc": str(random_model("detect", 320)), "camera_id": str(video),
+                                  "MODEL_HEIGHT": 320, "MODEL_WIDTH": 320, "max_publish_rate": 2,
+                                  "frames_per_message": 2, "summary_interval_s": 0})
+    operator = Operator(broker.port, config)
+    component = Component(config, MqttTransport(MqttSettings(port=broker.port))).start()
+    try:
+        operator.wait_for(lambda m: m.get("type") == "status" and m["event"] == "model_loaded")
+        operator.send({"status": "start"})
+        seen: list[dict] = []
+        summary = operator.wait_for(lambda m: seen.append(m) or (m.get("type") == "summary" and m["final"]))
+        batches = [m for m in seen + operator.drain(0.5) if m.get("type") == "frames"]
+        assert not [m for m in seen if m.get("type") == "frame"], "frames must only come in batches"
+        assert summary["frames"] == 24
+        assert summary["frames_published"] + summary["frames_not_published"] == 24
+        assert summary["frames_not_published"] > 0
+        assert batches and all(len(b["frames"]) == b["count"] <= 2 for b in batches)
+    finally:
+        component.stop()
+        operator.close()
