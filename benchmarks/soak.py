@@ -17,9 +17,7 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,47 +29,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from yolo_edge.local_broker import LocalBroker
+
 IN, OUT = "soak/in", "soak/out"
 BAD_PAYLOADS = [b"", b"not json", b"[]", b"null", b"42", b'{"status": 1}', b'{"status": "launch"}',
                 b'{"state": "start"}', bytes(range(256)), b'{"status": "start", "pad": "' + b"x" * 5000 + b'"}',
                 b"[" * 2000 + b"]" * 2000, '{"status": "stärt"}'.encode()]
 ACTIONS = [("start", 0.40), ("pause", 0.15), ("stop", 0.10), ("bad", 0.35)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Broker:
-    """A private Mosquitto that can be killed and restarted on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(self.binary).exists():
-            raise SystemExit("error: mosquitto is not installed (sudo apt-get install -y mosquitto)")
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("error: mosquitto did not start")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
 
 
 class Monitor:
@@ -166,7 +130,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="yolo-edge-soak-"))
     model, video = prepare_inputs(args, workdir)
-    broker = Broker(workdir)
+    broker = LocalBroker(workdir)
     broker.start()
     monitor = Monitor(broker.port)
     log_path = Path(args.log) if args.log else workdir / "component.log"

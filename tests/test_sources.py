@@ -11,12 +11,13 @@ from typing import Any
 
 import cv2
 import pytest
-from conftest import asset_images, free_port, make_video
+from conftest import asset_images, make_video
 from mjpeg_server import MjpegServer, frame_index
 from test_faults import base_config, is_state, is_status, is_type, running_component
 
 from yolo_edge.config import Config
 from yolo_edge.controller import Controller
+from yolo_edge.local_broker import free_port
 from yolo_edge.sources import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,

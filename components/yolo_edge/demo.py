@@ -12,8 +12,6 @@ import argparse
 import json
 import queue
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ import numpy as np
 
 from .app import Component
 from .config import Config
+from .local_broker import BrokerError, LocalBroker
 
 CACHE = Path.home() / ".cache" / "yolo-edge" / "demo"
 
@@ -44,32 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra configuration keys")
     parser.add_argument("--json", action="store_true", help="print raw messages instead of the table")
     parser.set_defaults(handler=run)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
-    if binary is None:
-        raise SystemExit("error: mosquitto is not installed (sudo apt-get install -y mosquitto), "
-                         "or pass --broker HOST:PORT of a running broker")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    raise SystemExit("error: the private mosquitto did not start")
 
 
 def demo_model(imgsz: int) -> Path:
@@ -145,10 +118,13 @@ def run(args: argparse.Namespace) -> int:
         if args.broker:
             settings = MqttSettings.from_address(args.broker)
         else:
-            process, port = start_mosquitto(workdir)
-            stack.callback(process.terminate)
-            settings = MqttSettings(port=port)
-            print(f"started a private mosquitto on 127.0.0.1:{port}")
+            try:
+                broker = LocalBroker(workdir).start()
+            except BrokerError as exc:
+                raise SystemExit(f"error: {exc}, or pass --broker HOST:PORT of a running broker") from exc
+            stack.callback(broker.stop)
+            settings = MqttSettings(port=broker.port)
+            print(f"started a private mosquitto on {broker.address}")
         model = Path(args.model) if args.model else demo_model(args.imgsz)
         source = args.source or str(demo_video(workdir / "demo.avi", args.frames))
         values = {"model_loc": str(model), "camera_id": source, "max_publish_rate": "0",
