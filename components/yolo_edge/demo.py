@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def demo_model(imgsz: int) -> Path:
-    target = CACHE / f"yolov8n-random-{imgsz}.onnx"
+    target = CACHE / f"yolov8n-random-v2-{imgsz}.onnx"  # v2: batch-norm calibrated (modelgen)
     if target.exists():
         print(f"using cached demo model {target} (random weights)")
         return target
