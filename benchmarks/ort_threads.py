@@ -142,15 +142,19 @@ def markdown(report: dict[str, Any]) -> str:
         if any("error" in s for s in by_mode.values()):
             lines.append(f"| {size[0]}×{size[1]} | {threads or 'default'} | {spin} | error |||||||")
             continue
-        empty = {"frame_ms": float("nan"), "cpu_ms_per_frame": float("nan")}
-        pipe, serial, bare = (by_mode.get(mode, empty) for mode in MODES)
+        pipe, serial, bare = (by_mode.get(mode) for mode in MODES)
         others = [run["other_cpu_percent"] for r in rows if (tuple(r["size"]), r["threads"], r["spinning"]) ==
                   (size, threads, spin) for run in r["runs"] if run.get("other_cpu_percent") is not None]
-        lines.append(f"| {size[0]}×{size[1]} | {threads or 'default'} | {spin} | {pipe['frame_ms']:.1f} | "
-                     f"{serial['frame_ms']:.1f} | {bare['frame_ms']:.1f} | {pipe['frame_ms'] / bare['frame_ms']:.3f} | "
-                     f"{pipe['cpu_ms_per_frame']:.0f} | {bare['cpu_ms_per_frame']:.0f} | "
+        ratio = f"{pipe['frame_ms'] / bare['frame_ms']:.3f}" if pipe and bare else "–"
+        lines.append(f"| {size[0]}×{size[1]} | {threads or 'default'} | {spin} | {_cell(pipe, 'frame_ms', 1)} | "
+                     f"{_cell(serial, 'frame_ms', 1)} | {_cell(bare, 'frame_ms', 1)} | {ratio} | "
+                     f"{_cell(pipe, 'cpu_ms_per_frame', 0)} | {_cell(bare, 'cpu_ms_per_frame', 0)} | "
                      f"{statistics.median(others) if others else 0:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(summary: dict[str, Any] | None, key: str, digits: int) -> str:
+    return "–" if summary is None else f"{summary[key]:.{digits}f}"
 
 
 if __name__ == "__main__":

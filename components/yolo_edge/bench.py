@@ -499,11 +499,12 @@ def run(args: argparse.Namespace) -> int:
 
 def command_line(args: argparse.Namespace) -> str:
     """The invocation, rebuilt from the parsed arguments (defaults left out)."""
-    parts = ["yolo-edge", "bench", *args.models]
-    options = (("--sizes", "sizes", DEFAULT_SIZES), ("--formats", "formats", "onnx"),
+    parts = ["yolo-edge", "bench", *args.models, "--sizes", args.sizes, "--frames", str(args.frames),
+             "--warmup", str(args.warmup)]
+    options = (("--formats", "formats", "onnx"),
                ("--class-bias", "class_bias", "-1.0"), ("--source", "source", None),
-               ("--video-size", "video_size", "480x640"), ("--frames", "frames", 100), ("--warmup", "warmup", 10),
-               ("--repeat", "repeat", 1), ("--threads", "threads", "0"), ("--modes", "modes", "pipeline"),
+               ("--video-size", "video_size", "480x640"), ("--repeat", "repeat", 1), ("--threads", "threads", "0"),
+               ("--modes", "modes", "pipeline"),
                ("--quiet", "quiet", 0.0), ("--device", "device", "auto"))
     for flag, name, default in options:
         value = getattr(args, name)

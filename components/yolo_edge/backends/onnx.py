@@ -31,6 +31,10 @@ class OnnxBackend:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:
             session_options.intra_op_num_threads = options.threads
+        # Idle worker threads sleep instead of busy-waiting. Spinning buys 1.5-3% of bare session.run
+        # time on an idle machine, but takes the CPU the frame feeder, publisher and Greengrass nucleus
+        # need: frames up to 2.4x slower under load (benchmarks/README.md, thread settings).
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             providers = choose_providers(options.device, ort.get_available_providers())
             self.session = ort.InferenceSession(str(path), session_options, providers=providers)
