@@ -126,12 +126,16 @@ def test_nms_equals_torchvision(integer, tied_scores):
             np.testing.assert_array_equal(P.nms(boxes, scores, threshold, 40), plain.numpy())
 
 
-def test_nms_loop_for_large_groups_equals_the_matrix_path(monkeypatch):
+def test_nms_in_small_blocks_equals_one_block_and_stops_at_max_keep(monkeypatch):
     rng = np.random.default_rng(7)
     boxes, scores = random_boxes(rng, 200, integer=True), rng.random(200).astype(np.float32)
     expected = P.nms(boxes, scores, 0.5)
-    monkeypatch.setattr(P, "_NMS_MATRIX_LIMIT", 4)
+    monkeypatch.setattr(P, "_NMS_BLOCK", 7)
     np.testing.assert_array_equal(P.nms(boxes, scores, 0.5), expected)
+    np.testing.assert_array_equal(P.nms(boxes, scores, 0.5, 5), expected[:5])
+    classes = rng.integers(0, 3, 200)
+    full = P.nms(boxes, scores, 0.5, None, classes)
+    np.testing.assert_array_equal(P.nms(boxes, scores, 0.5, 9, classes), full[:9])
 
 
 def head_output(rows: list[tuple[float, float, float, float, int, float]], num_classes: int,

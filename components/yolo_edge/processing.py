@@ -32,7 +32,7 @@ POLYGON_POINT_BUDGET = 4096
 MIN_POLYGON_POINTS = 4
 # Boxes of one class up to this many are suppressed through an IoU matrix (k x k float32, 4 MB), beyond it
 # with a loop that recomputes IoUs against the remaining boxes.
-_NMS_MATRIX_LIMIT = 1024
+_NMS_BLOCK = 512  # boxes per IoU matrix in NMS
 # Fixed-point precision of Pillow's 8-bit resampling, reproduced by `resize_like_pil`.
 _PIL_PRECISION_BITS = 22
 
@@ -326,37 +326,40 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def _iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """(k, 4) float32 xyxy -> (k, k) IoU, with torchvision's float32 arithmetic."""
-    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
-    areas = (x2 - x1) * (y2 - y1)
-    width = np.clip(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0, None)
-    height = np.clip(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0, None)
+def _iou_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """(k, 4) x (m, 4) float32 xyxy -> (k, m) IoU (b defaults to a), with torchvision's float32 arithmetic."""
+    b = a if b is None else b
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = width * height
     with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (areas[:, None] + areas[None, :] - inter)
+        return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
-def _greedy(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy suppression of boxes already sorted best first; returns kept positions."""
-    if len(boxes) <= _NMS_MATRIX_LIMIT:
+def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
+    """Greedy suppression of boxes already sorted best first; returns kept positions, at most `max_keep`.
+
+    A box is kept when no kept box before it overlaps it by more than the threshold. Boxes are taken in
+    blocks of _NMS_BLOCK: each block is checked against the boxes kept so far with one IoU matrix, then
+    solved inside with its own, so memory stays bounded and work stops once `max_keep` boxes are kept.
+    """
+    limit = len(boxes) if max_keep is None else max_keep
+    keep: list[int] = []
+    for start in range(0, len(boxes), _NMS_BLOCK):
+        block = boxes[start:start + _NMS_BLOCK]
         # torchvision compares the float32 IoU with the double threshold; NaN (empty boxes) never suppresses.
-        overlaps = _iou_matrix(boxes).astype(np.float64) > iou_threshold
-        suppressed = np.zeros(len(boxes), bool)
-        keep = []
-        for i in range(len(boxes)):
+        suppressed = np.zeros(len(block), bool)
+        if keep:
+            suppressed |= (_iou_matrix(boxes[keep], block).astype(np.float64) > iou_threshold).any(0)
+        overlaps = _iou_matrix(block).astype(np.float64) > iou_threshold
+        for i in range(len(block)):
             if not suppressed[i]:
-                keep.append(i)
+                keep.append(start + i)
+                if len(keep) >= limit:
+                    return np.asarray(keep, np.int64)
                 suppressed |= overlaps[i]
-        return np.asarray(keep, np.int64)
-    order = np.arange(len(boxes))
-    keep = []
-    while order.size:
-        best = order[0]
-        keep.append(int(best))
-        rest = order[1:]
-        iou = box_iou(boxes[best], boxes[rest]).astype(np.float64)
-        order = rest[~(iou > iou_threshold)]
     return np.asarray(keep, np.int64)
 
 
@@ -380,7 +383,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
         by_class = order[np.argsort(np.asarray(classes)[order], kind="stable")]  # score order within a class
         starts = np.flatnonzero(np.diff(np.asarray(classes)[by_class])) + 1
         groups = np.split(by_class, starts)
-    kept = np.concatenate([group[_greedy(boxes[group], iou_threshold)] for group in groups])
+    # A class can contribute at most max_keep boxes to the result, so each class stops there.
+    kept = np.concatenate([group[_greedy(boxes[group], iou_threshold, max_keep)] for group in groups])
     rank = np.empty(count, np.int64)
     rank[order] = np.arange(count)
     kept = kept[np.argsort(rank[kept])]
@@ -418,8 +422,7 @@ def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: floa
     if is_end2end(output, num_classes, num_masks):
         return decode_end2end(output, conf_threshold, max_det)
     class_scores = output[4:4 + num_classes]
-    best_class = class_scores.argmax(0)
-    best_score = class_scores[best_class, np.arange(class_scores.shape[1])]
+    best_score = class_scores.max(0)  # the argmax is taken for the candidates only: 8x cheaper
     candidates = np.flatnonzero(best_score > conf_threshold)
     if candidates.size == 0:
         empty = np.zeros((0, 4), np.float32)
@@ -431,7 +434,7 @@ def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: floa
         candidates, scores = candidates[top], scores[top]
     picked = output[:, candidates].T  # (n, 4 + nc + extra)
     boxes = xywh_to_xyxy(picked[:, :4])
-    classes = best_class[candidates].astype(np.int64)
+    classes = picked[:, 4:4 + num_classes].argmax(1).astype(np.int64)
     keep = nms(boxes + (classes[:, None] * CLASS_OFFSET), scores, iou_threshold, max_det, classes)
     extra = picked[keep, 4 + num_classes:]
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), classes[keep], extra
