@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used. Names the key, the value and what is allowed."""
@@ -209,6 +207,8 @@ IGNORED_KEYS = frozenset({"accessControl", "install_extras"})
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML file of configuration keys. Accepts a recipe-style wrapper too."""
+    import yaml  # only config files need it: keeps it off the component's start-up path
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
