@@ -85,6 +85,10 @@ def test_sigterm_during_inference_publishes_a_final_summary_releases_the_source_
             assert idle["reason"] == "signal SIGTERM" and idle["previous"] == "running"
             if server is not None:
                 assert f"closed stream {server.url}" in output, "the stream was not released"
+                # The process has exited, so its socket is closed; the server notices at its next write.
+                deadline = time.monotonic() + 3
+                while server.open_clients() and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 assert server.open_clients() == 0
             assert "stopped in" in output
             print(f"\n{kind}: exited {elapsed:.2f} s after SIGTERM")  # shown with -s: the measured time
