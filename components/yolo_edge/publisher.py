@@ -177,7 +177,9 @@ class Publisher:
                     self._cond.notify_all()
                 if not self._blocked:
                     self._blocked = True
-                    log.warning("cannot publish (%s); buffering up to %d messages", exc, self._capacity)
+                    # Before the first publish this is only the connection still being set up.
+                    level = logging.WARNING if self.published else logging.INFO
+                    log.log(level, "cannot publish (%s); buffering up to %d messages", exc, self._capacity)
                 return False
             except Exception:  # noqa: BLE001 - a message the transport rejects outright must not stop publishing
                 log.exception("dropping a %s message the transport rejected", head.kind)
