@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yolo_edge import bench, bench_worker
+from yolo_edge import bench, bench_worker, samples
 
 SPINNING = {"on": "1", "off": "0"}
 MODES = ("pipeline", "serial", "bare")
@@ -98,7 +98,7 @@ def main() -> int:
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        source = str(bench.make_video(workdir / "video.avi", args.warmup + args.frames, (480, 640)))
+        source = str(samples.make_video(workdir / "video.avi", args.warmup + args.frames, (480, 640)))
         progress = bench.Progress(len(jobs) * args.repeat)
         index = 0
         for _ in range(args.repeat):

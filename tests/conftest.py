@@ -7,11 +7,11 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
+from yolo_edge import samples
 from yolo_edge.local_broker import LocalBroker
+from yolo_edge.samples import packaged_images
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -21,28 +21,15 @@ MODEL_CACHE = Path(os.environ.get("YOLO_EDGE_TEST_CACHE", Path.home() / ".cache"
 
 def asset_images() -> list[Path]:
     """Ultralytics' packaged real images (bus.jpg, zidane.jpg)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("ultralytics")
-    assert spec and spec.origin, "ultralytics is needed for its packaged images"
-    assets = Path(spec.origin).parent / "assets"
-    return sorted(assets.glob("*.jpg"))
+    images = packaged_images()
+    assert images, "ultralytics is needed for its packaged images"
+    return images
 
 
 def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (480, 640), fps: float = 30.0) -> Path:
-    """A real MJPG .avi made with OpenCV: a window sliding over the packaged images."""
-    h, w = size
-    sources = [cv2.imread(str(p)) for p in asset_images()]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    assert writer.isOpened(), f"OpenCV cannot write {path}"
-    for i in range(frames):
-        image = sources[(i // 10) % len(sources)]
-        scale = max(h / image.shape[0], w / image.shape[1]) * 1.2
-        big = cv2.resize(image, None, fx=scale, fy=scale)
-        dx = int((big.shape[1] - w) * (i % 10) / 10)
-        writer.write(np.ascontiguousarray(big[:h, dx:dx + w]))
-    writer.release()
-    return path
+    """A real MJPG .avi made with OpenCV: a window sliding over the packaged images, 10 frames each."""
+    assert asset_images()
+    return samples.make_video(path, frames, size, fps, pan_frames=10, zoom=1.2)
 
 
 @pytest.fixture(scope="session")

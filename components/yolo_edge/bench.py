@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, samples
 from .backends import ModelLoadError, format_for
 from .config import ConfigError
 
@@ -272,12 +272,6 @@ def plan_jobs(pairs: list[tuple[ModelFile, tuple[int, int]]], modes: list[str], 
     return jobs
 
 
-def make_video(path: Path, frames: int, size: tuple[int, int]) -> Path:
-    from .demo import demo_video
-
-    return demo_video(path, frames, size)
-
-
 def worker_environment() -> dict[str, str]:
     """The worker must import this very package even when it is not installed."""
     env = dict(os.environ)
@@ -449,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
             source, source_info = str(Path(args.source).resolve()), {"path": str(Path(args.source).resolve())}
         else:
             frames = args.warmup + args.frames
-            source = str(make_video(workdir / "bench.avi", frames, video_size))
+            source = str(samples.make_video(workdir / "bench.avi", frames, video_size))
             source_info = {"generated": True, "frames": frames, "size": list(video_size), "codec": "MJPG"}
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
                 "half": args.half, "messages": not args.no_messages}

@@ -19,12 +19,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from .app import Component
 from .config import Config
 from .local_broker import BrokerError, LocalBroker
+from .samples import make_video
 
 CACHE = Path.home() / ".cache" / "yolo-edge" / "demo"
 
@@ -64,34 +62,6 @@ def demo_model(imgsz: int) -> Path:
     return target
 
 
-def demo_video(path: Path, frames: int, size: tuple[int, int] = (480, 640)) -> Path:
-    """A real video: a window sliding over Ultralytics' sample images, or moving shapes without them."""
-    h, w = size
-    images = []
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("ultralytics")
-        if spec and spec.origin:
-            images = [cv2.imread(str(p)) for p in sorted((Path(spec.origin).parent / "assets").glob("*.jpg"))]
-    except ImportError:
-        pass
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
-    for i in range(frames):
-        if images:
-            image = images[(i // 30) % len(images)]
-            scale = max(h / image.shape[0], w / image.shape[1]) * 1.25
-            big = cv2.resize(image, None, fx=scale, fy=scale)
-            dx = int((big.shape[1] - w) * (i % 30) / 30)
-            frame = np.ascontiguousarray(big[:h, dx:dx + w])
-        else:
-            frame = np.full((h, w, 3), 90, np.uint8)
-            cv2.circle(frame, (40 + (i * 9) % (w - 80), h // 2), 40, (0, 200, 255), -1)
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 def _print_row(message: dict[str, Any]) -> None:
     lat = message["latency_ms"]
     count = message.get("detection_count", len(message.get("classes", [])))
@@ -126,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             settings = MqttSettings(port=broker.port)
             print(f"started a private mosquitto on {broker.address}")
         model = Path(args.model) if args.model else demo_model(args.imgsz)
-        source = args.source or str(demo_video(workdir / "demo.avi", args.frames))
+        source = args.source or str(make_video(workdir / "demo.avi", args.frames))
         values = {"model_loc": str(model), "camera_id": source, "max_publish_rate": "0",
                   "summary_interval_s": "0", "MODEL_HEIGHT": args.imgsz, "MODEL_WIDTH": args.imgsz}
         values.update(parse_overrides(args.set or []))

@@ -36,15 +36,9 @@ def _calibration_batch(size: int = 320):
     import torch
 
     from .processing import letterbox
+    from .samples import packaged_images
 
-    try:
-        import ultralytics
-
-        assets = Path(ultralytics.__file__).parent / "assets"
-        images = [cv2.imread(str(p)) for p in sorted(assets.glob("*.jpg"))]
-    except ImportError:
-        images = []
-    images = [im for im in images if im is not None]
+    images = [im for im in (cv2.imread(str(p)) for p in packaged_images()) if im is not None]
     if not images:  # no packaged images: smooth random scenes still calibrate the statistics
         rng = np.random.default_rng(0)
         images = [cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), np.uint8), (0, 0), 8) for _ in range(2)]
