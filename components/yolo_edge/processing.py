@@ -410,16 +410,18 @@ def decode_end2end(output: np.ndarray, conf_threshold: float, max_det: int
 
 
 def decode_detections(output: np.ndarray, num_classes: int, conf_threshold: float, iou_threshold: float,
-                      max_det: int, num_masks: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      max_det: int, num_masks: int = 0, end2end: bool | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode one image of a YOLOv8 head output (4 + nc + extra, anchors) with class-aware NMS, or
-    of an end-to-end head (see is_end2end; `num_masks` tells its extra columns).
+    of an end-to-end head (see is_end2end; `num_masks` tells its extra columns). `end2end` says which
+    layout it is when the caller knows (rows a device already decoded); None tells it from the shape.
 
     Returns (boxes xyxy in input pixels, scores, class ids, extra columns such as mask coefficients),
     best score first.
     """
     if output.ndim == 3:
         output = output[0]
-    if is_end2end(output, num_classes, num_masks):
+    if end2end or (end2end is None and is_end2end(output, num_classes, num_masks)):
         return decode_end2end(output, conf_threshold, max_det)
     class_scores = output[4:4 + num_classes]
     best_score = class_scores.max(0)  # the argmax is taken for the candidates only: 8x cheaper
@@ -473,9 +475,10 @@ def scale_points_to_frame(points: np.ndarray, geo: Letterbox) -> np.ndarray:
 
 
 def postprocess_detect(output: np.ndarray, geo: Letterbox, num_classes: int, conf_threshold: float,
-                       iou_threshold: float, max_det: int) -> Detections:
+                       iou_threshold: float, max_det: int, end2end: bool | None = None) -> Detections:
     """Raw detection head output of one frame -> Detections in frame pixels."""
-    boxes, scores, classes, _ = decode_detections(output, num_classes, conf_threshold, iou_threshold, max_det)
+    boxes, scores, classes, _ = decode_detections(output, num_classes, conf_threshold, iou_threshold, max_det,
+                                                  end2end=end2end)
     return Detections(scale_boxes_to_frame(boxes, geo), scores, classes)
 
 
@@ -581,13 +584,14 @@ def region_polygon(region: MaskRegion, geo: Letterbox, max_points: int = MAX_POL
 
 
 def decode_segments(outputs: list[np.ndarray], geo: Letterbox, num_classes: int, conf_threshold: float,
-                    iou_threshold: float, max_det: int) -> tuple[Detections, list[MaskRegion]]:
+                    iou_threshold: float, max_det: int, end2end: bool | None = None
+                    ) -> tuple[Detections, list[MaskRegion]]:
     """Segmentation outputs -> (Detections in frame pixels without polygons, one MaskRegion each)."""
     if len(outputs) < 2:
         raise ValueError(f"a segmentation model has 2 outputs (detections, prototypes), got {len(outputs)}")
     protos = outputs[1][0] if outputs[1].ndim == 4 else outputs[1]
     boxes, scores, classes, coefficients = decode_detections(outputs[0], num_classes, conf_threshold,
-                                                             iou_threshold, max_det, protos.shape[0])
+                                                             iou_threshold, max_det, protos.shape[0], end2end)
     if coefficients.shape[1] != protos.shape[0]:
         raise ValueError(f"the detection output has {coefficients.shape[1]} mask coefficients but there are "
                          f"{protos.shape[0]} prototype masks")
@@ -602,14 +606,15 @@ def decode_segments(outputs: list[np.ndarray], geo: Letterbox, num_classes: int,
 
 def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int, conf_threshold: float,
                         iou_threshold: float, max_det: int, max_polygon_points: int = MAX_POLYGON_POINTS,
-                        polygon_point_budget: int = POLYGON_POINT_BUDGET) -> Detections:
+                        polygon_point_budget: int = POLYGON_POINT_BUDGET, end2end: bool | None = None) -> Detections:
     """Segmentation outputs [(1, 4 + nc + nm, A), (1, nm, mh, mw)] -> Detections with one polygon per
     detection in `masks` (frame pixels).
 
     Each polygon has at most `max_polygon_points` points, and all polygons of the frame together at
     most `polygon_point_budget` (but at least MIN_POLYGON_POINTS each), so message size is bounded.
     """
-    detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
+    detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det,
+                                          end2end)
     per_polygon = max(MIN_POLYGON_POINTS, min(max_polygon_points, polygon_point_budget // max(len(regions), 1)))
     detections.masks = [region_polygon(r, geometry, per_polygon) for r in regions]
     return detections

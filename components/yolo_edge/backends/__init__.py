@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .base import Backend, BackendOptions, ModelInfo, ModelLoadError
+from .base import Backend, BackendOptions, DeviceFrames, DeviceResult, ModelInfo, ModelLoadError
 
 # extension -> (module, format name). Adding a runtime is adding one line here and one module.
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -15,7 +15,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
     ".trt": ("yolo_edge.backends.tensorrt", "tensorrt"),
 }
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInfo", "ModelLoadError", "format_for", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "DeviceFrames", "DeviceResult", "ModelInfo", "ModelLoadError",
+           "format_for", "load_backend"]
 
 
 def format_for(path: str | Path) -> str:

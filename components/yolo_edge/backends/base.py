@@ -51,6 +51,28 @@ class ModelInfo:
         return self.names.get(int(class_id), str(int(class_id)))
 
 
+@dataclass
+class DeviceResult:
+    """What a backend's device frame path (see `DeviceFrames`) returns for one frame."""
+
+    outputs: list[np.ndarray]  # float32, host memory
+    decoded: bool  # outputs[0] holds NMS'd rows (k, 6 + nm): x1 y1 x2 y2 score class [coefficients]
+    preprocess_ms: float  # letterbox on the device
+    inference_ms: float
+    postprocess_ms: float  # decoding there, if any, and the copies back
+
+
+@runtime_checkable
+class DeviceFrames(Protocol):
+    """Optional, for backends whose device should letterbox the frame itself (a GPU): `stage` takes the
+    raw frame on the feeder thread, `run` does the rest on the inference thread."""
+
+    def stage(self, frame: np.ndarray, buffers: dict) -> object: ...
+
+    def run(self, staged: object, geometry: object, conf_threshold: float, iou_threshold: float,
+            max_det: int) -> DeviceResult: ...
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One runtime. `infer` takes a (1, 3, H, W) tensor and returns the model's raw outputs."""

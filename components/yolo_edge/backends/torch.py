@@ -1,10 +1,14 @@
-"""PyTorch backend: runs an Ultralytics .pt checkpoint with torch, pre/post-processing stay numpy.
+"""PyTorch backend: runs an Ultralytics .pt checkpoint with torch.
 
 torch and ultralytics are imported here only, so an ONNX or TensorRT deployment never loads them.
 The checkpoint is loaded with Ultralytics (its pickles reference Ultralytics classes), fused (Conv +
 BatchNorm, as Ultralytics' own predictor does) and run under `torch.inference_mode()`. `infer`
 returns the same raw outputs as the model's ONNX export: detect (1, 4 + nc, A); segment
 [(1, 4 + nc + nm, A), (1, nm, mh, mw)]; classify (1, nc) softmax probabilities.
+
+On a CPU, pre/post-processing is the shared numpy code. On a CUDA GPU the backend also offers
+`device_frames` (see torch_frames): letterbox on the GPU from pinned host buffers, the network in a
+CUDA graph, decoding on whichever side measures faster; `infer` goes through the same graphs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 
 from .base import BackendOptions, ModelInfo, ModelLoadError
 from .metadata import resolve_task
+from .torch_frames import DeviceFramePath, export_outputs
 
 
 def choose_device(wanted: str) -> torch.device:
@@ -105,30 +110,33 @@ class TorchBackend:
             name=path.name, format="pytorch", runtime=f"torch {version}", device=device_name, task=task,
             input_shape=input_shape, names={int(k): str(v) for k, v in names.items()}, stride=stride,
             input_dtype="float32", dynamic=True)
+        self.frame_path: DeviceFramePath | None = None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN time its kernels once
+            self.frame_path = DeviceFramePath.for_model(model, self.device, torch.float16 if self.half
+                                                        else torch.float32, len(self.info.names))
+
+    @property
+    def device_frames(self) -> DeviceFramePath | None:
+        """The GPU frame path for detect and segment models (classify keeps its exact host crop)."""
+        return self.frame_path if self.info.task != "classify" else None
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        if self.frame_path is not None:
+            return self.frame_path.forward(tensor)
         with torch.inference_mode():
             batch = torch.from_numpy(np.ascontiguousarray(tensor)).to(self.device, non_blocking=True)
             batch = batch.half() if self.half else batch.float()
             output = self.model(batch)
-        return [_as_numpy(t) for t in _export_outputs(output)]
+        return [_as_numpy(t) for t in export_outputs(output)]
 
     def close(self) -> None:
+        if self.frame_path is not None:
+            self.frame_path.close()
+            self.frame_path = None
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _export_outputs(output: object) -> list[torch.Tensor]:
-    """The tensors an ONNX export returns, from an eval-mode forward.
-
-    In eval mode Ultralytics heads return (export_output, training_extras): detect (y, feats),
-    segment ((y, protos), feats), classify (probabilities, logits).
-    """
-    first = output[0] if isinstance(output, list | tuple) else output
-    if isinstance(first, list | tuple):
-        return [t for t in first if isinstance(t, torch.Tensor)]
-    return [first]
 
 
 def _channels_last_is_faster(device: torch.device) -> bool:
