@@ -270,3 +270,33 @@ def test_padding_is_refilled_when_the_geometry_changes(random_model):
         assert len(got) == len(want) > 0
         np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
     assert list(ours.device_frames._slots) == [(256, SIZE)]  # one input shape, two geometries
+
+
+def test_the_frame_feeder_stages_frames_for_the_device_path(random_model, tmp_path):
+    """Frames staged on the feeder thread into rotating buffers, run on this thread: every frame of a real
+    video gives the numpy path's detections, and the bench reports how the path ran."""
+    from conftest import make_video
+
+    from yolo_edge import bench_worker
+    from yolo_edge.pipeline import FrameFeeder
+    from yolo_edge.sources import open_source
+
+    video = make_video(tmp_path / "small.avi", frames=16, size=(240, SIZE))
+    ours, reference = torch_predictor(random_model, "detect", FakeGraphs()), numpy_predictor(random_model, "detect")
+    feeder = FrameFeeder(open_source(str(video)), ours.prepare).start()
+    compared = 0
+    try:
+        while (item := feeder.get(30.0)) is not None and not item.end:
+            got, want = ours.infer_and_decode(item.prepared).result, reference.predict(item.prepared.frame).result
+            assert len(got) == len(want)
+            np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+            compared += 1
+    finally:
+        feeder.stop()
+    assert compared == 16
+
+    recorder = bench_worker.Recorder(2, 6, 0.0)
+    details = bench_worker.run_pipeline({"source": str(video), "size": [SIZE, SIZE]}, recorder,
+                                        load=lambda spec: torch_predictor(random_model, "detect", FakeGraphs()))
+    assert recorder.results == 8
+    assert details["device_frames"] == {"cuda_graphs": True, "graph_failures": 0, "decode": "auto"}

@@ -233,7 +233,7 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
     finally:
         feeder.stop()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
-            "info": _info(predictor.info)}
+            "info": _info(predictor.info), **_device_path(predictor)}
 
 
 def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
@@ -259,7 +259,7 @@ def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_p
     finally:
         source.close()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
-            "info": _info(predictor.info)}
+            "info": _info(predictor.info), **_device_path(predictor)}
 
 
 def load_backend(spec: dict[str, Any]):
@@ -346,6 +346,16 @@ def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
     info = {"name": os.path.basename(spec["model"]), "task": model.task, "runtime": f"ultralytics "
             f"{ultralytics.__version__}", "input_shape": [height, width]}
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported, "info": info}
+
+
+def _device_path(predictor) -> dict[str, Any]:
+    """How a GPU frame path ran (PyTorch on CUDA): CUDA graphs or not, where decoding was done."""
+    path = getattr(predictor, "device_frames", None)
+    if path is None:
+        return {}
+    return {"device_frames": {"cuda_graphs": bool(getattr(path, "graphs", False)),
+                              "graph_failures": int(getattr(path, "graph_failures", 0)),
+                              "decode": str(getattr(path, "decode_choice", "?"))}}
 
 
 def _info(info) -> dict[str, Any]:
