@@ -300,3 +300,17 @@ def test_the_frame_feeder_stages_frames_for_the_device_path(random_model, tmp_pa
                                         load=lambda spec: torch_predictor(random_model, "detect", FakeGraphs()))
     assert recorder.results == 8
     assert details["device_frames"] == {"cuda_graphs": True, "graph_failures": 0, "decode": "auto"}
+
+
+def test_a_captured_shape_keeps_the_heads_cached_anchors_alive(random_model):
+    """Ultralytics' head caches anchors per input shape as plain attributes; the next shape replaces
+    them. A real graph would still read the old memory, so the slot must hold on to it."""
+    ours = torch_predictor(random_model, "detect", FakeGraphs())
+    ours.predict(video_frames()[0])  # 320x320
+    head = ours.backend.model.model[-1]
+    first_anchors = head.anchors
+    ours.predict(video_frames()[1])  # 256x320: the head makes new anchors
+    assert head.anchors is not first_anchors
+    slots = ours.device_frames._slots
+    assert any(t is first_anchors for t in slots[(SIZE, SIZE)].keep_alive)
+    assert any(t is head.anchors for t in slots[(256, SIZE)].keep_alive)

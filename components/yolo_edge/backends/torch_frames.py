@@ -108,9 +108,22 @@ def capture_cuda_graph(forward: Forward) -> tuple[Callable[[], None], list[torch
             forward()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: the feeder thread allocating pinned buffers meanwhile must not break the capture
+    try:
+        capturing = torch.cuda.graph(graph, capture_error_mode="thread_local")
+    except TypeError:  # torch < 2.0 has no capture modes
+        capturing = torch.cuda.graph(graph)
+    with capturing:
         outputs = forward()
     return graph.replay, outputs
+
+
+def plain_tensor_attributes(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Tensors modules keep as plain attributes, outside their parameters and buffers: Ultralytics'
+    heads cache their anchors and strides per input shape this way. A graph replays reads of their
+    memory, so a captured slot keeps them alive: another shape's forward replaces the attributes, and
+    freed memory would be reused under the older graph."""
+    return [value for module in model.modules() for value in vars(module).values() if isinstance(value, torch.Tensor)]
 
 
 # --- the frame path -----------------------------------------------------------------------------------
@@ -122,6 +135,7 @@ class _InputSlot:
     input: torch.Tensor
     run: Callable[[], list[torch.Tensor]]
     geometry: Letterbox | None = None  # whose padding `input` holds
+    keep_alive: list[torch.Tensor] = field(default_factory=list)  # memory the captured graph reads
 
 
 @dataclass
@@ -299,6 +313,7 @@ class DeviceFramePath:
             return export_outputs(self.model(static))
 
         run: Callable[[], list[torch.Tensor]] = forward
+        keep_alive: list[torch.Tensor] = []
         if self._capture is not None:
             started = time.perf_counter()
             try:
@@ -311,10 +326,12 @@ class DeviceFramePath:
                 log.info("captured the network for input %dx%d in a CUDA graph (%.0f ms)", shape[0], shape[1],
                          (time.perf_counter() - started) * 1000)
 
+                keep_alive = plain_tensor_attributes(self.model)
+
                 def run() -> list[torch.Tensor]:
                     replay()
                     return outputs
-        slot = _InputSlot(static, run)
+        slot = _InputSlot(static, run, keep_alive=keep_alive)
         self._slots[shape] = slot
         return slot
 
