@@ -72,6 +72,9 @@ class DeviceFrames(Protocol):
     def run(self, staged: object, geometry: object, conf_threshold: float, iou_threshold: float,
             max_det: int) -> DeviceResult: ...
 
+    def record_postprocess(self, decoded: bool, milliseconds: float) -> None:
+        """The frame's whole post-processing time, host decoding included (to choose where to decode)."""
+
 
 @runtime_checkable
 class Backend(Protocol):

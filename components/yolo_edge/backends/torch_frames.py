@@ -218,10 +218,11 @@ class DeviceFramePath:
 
     def run(self, staged: torch.Tensor, geo: Letterbox, conf_threshold: float, iou_threshold: float,
             max_det: int) -> DeviceResult:
-        start = time.perf_counter()
         with self._on_stream(), torch.inference_mode():
-            slot = self._slot(geo.input_shape)
-            self._mark(0)
+            capture_start = time.perf_counter()
+            slot = self._slot(geo.input_shape)  # captures a graph on a shape's first frame
+            start = self._mark(0)
+            capture_ms = (start - capture_start) * 1000
             frame = self._to_device(staged)
             if slot.geometry != geo:
                 fill_padding(slot.input)
@@ -231,7 +232,6 @@ class DeviceFramePath:
             outputs = slot.run()
             inferred = self._mark(2)
             path = self._chooser.next_path()
-            decode_start = time.perf_counter()
             if path == "device":
                 rows = decode_on_device(outputs[0], self.num_classes, conf_threshold, iou_threshold, max_det)
                 host = [self._to_host(rows)] + [self._to_host(o, i) for i, o in enumerate(outputs) if i]
@@ -244,10 +244,12 @@ class DeviceFramePath:
             inference_ms = self._events[1].elapsed_time(self._events[2])
         else:
             preprocess_ms, inference_ms = (prepared - start) * 1000, (inferred - prepared) * 1000
-        total_ms = (done - start) * 1000
-        self._chooser.record(path, (done - decode_start) * 1000)
-        return DeviceResult([t.numpy() for t in host], path == "device", preprocess_ms, inference_ms,
-                            max(total_ms - preprocess_ms - inference_ms, 0.0))
+        postprocess_ms = max((done - start) * 1000 - preprocess_ms - inference_ms, 0.0)
+        return DeviceResult([t.numpy() for t in host], path == "device", preprocess_ms,
+                            inference_ms + capture_ms, postprocess_ms)
+
+    def record_postprocess(self, decoded: bool, milliseconds: float) -> None:
+        self._chooser.record("device" if decoded else "host", milliseconds)
 
     def forward(self, tensor: np.ndarray) -> list[np.ndarray]:
         """A prepared (1, 3, H, W) tensor through the (graphed) network; outputs as float32 numpy."""
