@@ -314,3 +314,26 @@ def test_a_captured_shape_keeps_the_heads_cached_anchors_alive(random_model):
     slots = ours.device_frames._slots
     assert any(t is first_anchors for t in slots[(SIZE, SIZE)].keep_alive)
     assert any(t is head.anchors for t in slots[(256, SIZE)].keep_alive)
+
+
+@pytest.mark.parametrize("slow_side", ["device", "host"])
+def test_auto_decoding_keeps_the_faster_side(random_model, monkeypatch, slow_side):
+    """The choice is made on the whole post-processing time: the host's numpy decoding counts too."""
+    import time
+
+    def slowed(function, when):
+        def wrapper(*args, **kwargs):
+            if when(kwargs):
+                time.sleep(0.02)
+            return function(*args, **kwargs)
+        return wrapper
+
+    if slow_side == "device":
+        monkeypatch.setattr(torch_frames, "decode_on_device", slowed(torch_frames.decode_on_device, lambda kw: True))
+    else:  # only the numpy decoding of a raw head output, after the copy back, is slowed
+        monkeypatch.setattr(processing, "decode_detections",
+                            slowed(processing.decode_detections, lambda kw: kw.get("end2end") is not True))
+    ours = torch_predictor(random_model, "detect")
+    for _ in range(2 * torch_frames.DECODE_TRIALS):
+        ours.predict(video_frames()[0])
+    assert ours.device_frames.decode_choice == ("host" if slow_side == "device" else "device")
