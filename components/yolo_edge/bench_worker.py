@@ -174,10 +174,15 @@ def _count(result: Any) -> int:
 
 def _message_encoder(spec: dict[str, Any], predictor, source_description: str
                      ) -> Callable[[Any, Any, int, float], float]:
-    """Builds and JSON-encodes the frame message as the controller and publisher do; returns its ms."""
+    """Builds and JSON-encodes the frame message as the controller and publisher do; returns its ms.
+
+    Every frame is treated as published: segmentation polygons (left pending by infer_and_decode) are
+    computed first and counted in `prediction.postprocess_ms`, as the controller does for a published
+    frame; also with messages off, so post-processing stays comparable between runs."""
     from . import messages
 
     def encode(prediction, frame, seq: int, fps: float) -> float:
+        prediction.finish()
         if not spec.get("messages", True):
             return 0.0
         start = time.perf_counter()

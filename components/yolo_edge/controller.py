@@ -383,10 +383,15 @@ class Controller:
             self._finish_run("inference failed", error=exc)
             return
         now = time.monotonic()
-        self.stats.record(now, prediction.preprocess_ms, prediction.inference_ms, prediction.postprocess_ms)
         fps = self.fps.tick(now)
         self._seq += 1
-        if self._gate.allow(now):
+        publish = self._gate.allow(now)
+        if publish and self.config.publish_detections:
+            # Segmentation polygons only for frames whose message carries them; their time is
+            # post-processing, in the message and in the statistics alike.
+            prediction.finish()
+        self.stats.record(now, prediction.preprocess_ms, prediction.inference_ms, prediction.postprocess_ms)
+        if publish:
             frame = item.prepared.frame
             self._publish_frame(messages.frame_message(
                 seq=self._seq, info=self.predictor.info, source=self.feeder.source.description

@@ -65,6 +65,10 @@ def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[
                   result: Detections | Classification, preprocess_ms: float, inference_ms: float,
                   postprocess_ms: float, fps: float, frame_age_ms: float | None = None,
                   include_detections: bool = True) -> dict[str, Any]:
+    """One inferred frame. Segmentation polygons still pending in `result` are computed here when the
+    detections are included (their time is added to `postprocess_ms`), so none is ever published unfinished."""
+    if include_detections and isinstance(result, Detections):
+        postprocess_ms += result.polygonize()
     message = _envelope(
         "frame", seq=seq, source=source, frame_shape=list(frame_shape), model=model_block(info),
         latency_ms={"preprocess": _r(preprocess_ms), "inference": _r(inference_ms),

@@ -48,6 +48,20 @@ class Prediction:
     def total_ms(self) -> float:
         return self.preprocess_ms + self.inference_ms + self.postprocess_ms
 
+    @property
+    def finished(self) -> bool:
+        """False while a segmentation result's polygons are still pending."""
+        return getattr(self.result, "pending", None) is None
+
+    def finish(self) -> float:
+        """Compute pending segmentation polygons (once) and count their time as post-processing; returns
+        the milliseconds added (0.0 when there was nothing to do)."""
+        if not isinstance(self.result, processing.Detections):
+            return 0.0
+        elapsed = self.result.polygonize()
+        self.postprocess_ms += elapsed
+        return elapsed
+
 
 class Predictor:
     """Runs one backend with the shared numpy pipeline. Not thread-safe: one owner at a time, except
@@ -81,6 +95,9 @@ class Predictor:
         return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)
 
     def infer_and_decode(self, prepared: Prepared) -> Prediction:
+        """Inference and decoding of a prepared frame. A segmentation result's polygons are left pending:
+        the caller runs `Prediction.finish()` for frames it publishes (reading `masks` also computes them,
+        but then their time is not in `postprocess_ms`)."""
         if self.device_frames is not None and not isinstance(prepared.tensor, np.ndarray):
             return self._run_on_device(prepared)
         start = time.perf_counter()
@@ -97,14 +114,20 @@ class Predictor:
         start = time.perf_counter()
         result = self.decode(ran.outputs, prepared.geometry, end2end=True if ran.decoded else None)
         host_ms = (time.perf_counter() - start) * 1000
+        # Where decoding runs is chosen on the whole post-processing time, the host's share included.
+        self.device_frames.record_postprocess(ran.decoded, ran.postprocess_ms + host_ms)
         return Prediction(result, prepared.preprocess_ms + ran.preprocess_ms, ran.inference_ms,
                           ran.postprocess_ms + host_ms)
 
     def predict(self, frame: np.ndarray) -> Prediction:
-        return self.infer_and_decode(self.prepare(frame))
+        """One frame end to end, polygons included (their time in `postprocess_ms`)."""
+        prediction = self.infer_and_decode(self.prepare(frame))
+        prediction.finish()
+        return prediction
 
     def decode(self, outputs: list[np.ndarray], geometry: processing.Letterbox, end2end: bool | None = None
                ) -> processing.Detections | processing.Classification:
+        """Raw outputs -> result in frame pixels; segmentation polygons are left pending (see infer_and_decode)."""
         s = self.settings
         task = self.info.task
         if task == "classify":
@@ -114,10 +137,10 @@ class Predictor:
                                                  _classes_from_output(outputs[0], 0),
                                                  s.conf_threshold, s.iou_threshold, s.max_det, end2end)
         if task == "segment":
-            return processing.postprocess_segment(outputs, geometry, self.info.num_classes or
-                                                  _classes_from_output(outputs[0], outputs[1].shape[1]),
-                                                  s.conf_threshold, s.iou_threshold, s.max_det,
-                                                  end2end=end2end)
+            return processing.postprocess_segment_deferred(outputs, geometry, self.info.num_classes or
+                                                           _classes_from_output(outputs[0], outputs[1].shape[1]),
+                                                           s.conf_threshold, s.iou_threshold, s.max_det,
+                                                           end2end=end2end)
         raise ValueError(f"task {task!r} is not supported")
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ equal to Ultralytics' own predictor on real models (tests/test_equivalence.py):
 - detect / segment: letterbox to the model input, RGB in [0, 1], class-aware NMS, boxes mapped back
   to the frame with the same rounding as Ultralytics' LetterBox and scale_boxes;
 - segment: prototype masks x coefficients, bilinear upsampling to the model input, threshold at
-  logit 0 (sigmoid 0.5), crop to the box; shipped as one bounded polygon per instance;
+  logit 0 (sigmoid 0.5), crop to the box; shipped as one bounded polygon per instance, which can be
+  deferred until the frame is known to be published (`postprocess_segment_deferred`);
 - classify: short side resized with PIL's antialiased bilinear filter (reproduced bit-exactly, so no
   Pillow or torchvision is needed), centre crop, top-k of the model's probabilities.
 """
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -62,18 +64,52 @@ class Letterbox:
         return round(self.pad_y - 0.1), round(self.pad_x - 0.1)
 
 
-@dataclass
 class Detections:
-    """Detections of one frame: boxes in original frame pixels (x1, y1, x2, y2)."""
+    """Detections of one frame: boxes in original frame pixels (x1, y1, x2, y2).
 
-    boxes: np.ndarray  # (N, 4) float32
-    scores: np.ndarray  # (N,) float32
-    class_ids: np.ndarray  # (N,) int64
-    masks: list[np.ndarray] | None = None  # per detection polygon (K, 2) in frame pixels (segment)
-    extra: dict = field(default_factory=dict)
+    For segmentation, `masks` holds one polygon (K, 2) in frame pixels per detection. Decoding may
+    leave them `pending` (the instance masks, see `postprocess_segment_deferred`): `polygonize()`
+    computes them once and says how long it took, so the caller can count that time as
+    post-processing; reading `masks` before that computes them too (never an unfinished result).
+    """
+
+    def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
+                 masks: list[np.ndarray] | None = None, extra: dict | None = None,
+                 pending: PendingPolygons | None = None) -> None:
+        self.boxes = boxes  # (N, 4) float32
+        self.scores = scores  # (N,) float32
+        self.class_ids = class_ids  # (N,) int64
+        self._masks = masks
+        self.extra = {} if extra is None else extra
+        self.pending = pending  # polygons not computed yet (segment); None once `masks` holds them
+
+    @property
+    def masks(self) -> list[np.ndarray] | None:
+        """Per detection polygon (K, 2) in frame pixels (segment), else None."""
+        if self.pending is not None:
+            self.polygonize()
+        return self._masks
+
+    @masks.setter
+    def masks(self, value: list[np.ndarray] | None) -> None:
+        self._masks, self.pending = value, None
+
+    def polygonize(self) -> float:
+        """Compute the pending polygons into `masks`; milliseconds it took (0.0 when nothing was pending)."""
+        pending = self.pending
+        if pending is None:
+            return 0.0
+        start = time.perf_counter()
+        self._masks = pending_polygons(pending)
+        self.pending = None
+        return (time.perf_counter() - start) * 1000
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def __repr__(self) -> str:
+        polygons = "pending" if self.pending is not None else None if self._masks is None else len(self._masks)
+        return f"Detections(n={len(self)}, polygons={polygons})"
 
     @classmethod
     def empty(cls) -> Detections:
@@ -102,6 +138,16 @@ class MaskRegion:
     mask: np.ndarray  # (h, w) bool
     top: int
     left: int
+
+
+@dataclass(frozen=True)
+class PendingPolygons:
+    """What a frame's polygons are made from: one MaskRegion per detection, the letterbox to map them
+    back to the frame, and the points each polygon may have (see `polygon_points_per_instance`)."""
+
+    regions: list[MaskRegion]
+    geometry: Letterbox
+    max_points: int
 
 
 # --- pre-processing ---------------------------------------------------------------------------------
@@ -604,6 +650,33 @@ def decode_segments(outputs: list[np.ndarray], geo: Letterbox, num_classes: int,
     return Detections(scale_boxes_to_frame(boxes, geo), scores, classes), regions
 
 
+def polygon_points_per_instance(instances: int, max_polygon_points: int = MAX_POLYGON_POINTS,
+                                polygon_point_budget: int = POLYGON_POINT_BUDGET) -> int:
+    """Points each of a frame's `instances` polygons may have: at most `max_polygon_points`, all together at
+    most `polygon_point_budget`, but at least MIN_POLYGON_POINTS each."""
+    return max(MIN_POLYGON_POINTS, min(max_polygon_points, polygon_point_budget // max(instances, 1)))
+
+
+def pending_polygons(pending: PendingPolygons) -> list[np.ndarray]:
+    """The polygons of a frame's pending instance masks, one (K, 2) array in frame pixels each."""
+    return [region_polygon(r, pending.geometry, pending.max_points) for r in pending.regions]
+
+
+def postprocess_segment_deferred(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int,
+                                 conf_threshold: float, iou_threshold: float, max_det: int,
+                                 max_polygon_points: int = MAX_POLYGON_POINTS,
+                                 polygon_point_budget: int = POLYGON_POINT_BUDGET,
+                                 end2end: bool | None = None) -> Detections:
+    """postprocess_segment without its polygon step: boxes, scores and classes are final, the polygons are
+    `pending` until `Detections.polygonize()` (or a read of `masks`), so a frame that is never published
+    never pays for them."""
+    detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det,
+                                          end2end)
+    per_polygon = polygon_points_per_instance(len(regions), max_polygon_points, polygon_point_budget)
+    detections.pending = PendingPolygons(regions, geometry, per_polygon)
+    return detections
+
+
 def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int, conf_threshold: float,
                         iou_threshold: float, max_det: int, max_polygon_points: int = MAX_POLYGON_POINTS,
                         polygon_point_budget: int = POLYGON_POINT_BUDGET, end2end: bool | None = None) -> Detections:
@@ -613,10 +686,9 @@ def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_clas
     Each polygon has at most `max_polygon_points` points, and all polygons of the frame together at
     most `polygon_point_budget` (but at least MIN_POLYGON_POINTS each), so message size is bounded.
     """
-    detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det,
-                                          end2end)
-    per_polygon = max(MIN_POLYGON_POINTS, min(max_polygon_points, polygon_point_budget // max(len(regions), 1)))
-    detections.masks = [region_polygon(r, geometry, per_polygon) for r in regions]
+    detections = postprocess_segment_deferred(outputs, geometry, num_classes, conf_threshold, iou_threshold,
+                                              max_det, max_polygon_points, polygon_point_budget, end2end)
+    detections.polygonize()
     return detections
 
 
