@@ -377,9 +377,11 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     b = a if b is None else b
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = width * height
+    # np.maximum(x, 0) rather than np.clip: the same values (NaN included), without clip's overhead
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(width, 0, out=width)
+    inter *= np.maximum(height, 0, out=height)
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / (area_a[:, None] + area_b[None, :] - inter)
 
@@ -396,10 +398,11 @@ def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None
     for start in range(0, len(boxes), _NMS_BLOCK):
         block = boxes[start:start + _NMS_BLOCK]
         # torchvision compares the float32 IoU with the double threshold; NaN (empty boxes) never suppresses.
+        threshold = np.float64(iou_threshold)  # a float64 scalar makes numpy compare in float64, as torchvision
         suppressed = np.zeros(len(block), bool)
         if keep:
-            suppressed |= (_iou_matrix(boxes[keep], block).astype(np.float64) > iou_threshold).any(0)
-        overlaps = _iou_matrix(block).astype(np.float64) > iou_threshold
+            suppressed |= (_iou_matrix(boxes[keep], block) > threshold).any(0)
+        overlaps = _iou_matrix(block) > threshold
         for i in range(len(block)):
             if not suppressed[i]:
                 keep.append(start + i)
