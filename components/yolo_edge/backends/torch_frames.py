@@ -17,6 +17,7 @@ Every function here also runs on CPU tensors, which is how the tests prove it eq
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import statistics
@@ -157,8 +158,8 @@ class _DecodeChooser:
         if all(len(times) >= DECODE_TRIALS for times in self.timings.values()):
             medians = {path: statistics.median(times) for path, times in self.timings.items()}
             self.choice = min(medians, key=medians.get)
-            log.info("decoding on the %s: median post-processing %.3f ms there vs %.3f ms on the %s", self.choice,
-                     medians[self.choice], *[(medians[p], p) for p in medians if p != self.choice][0])
+            log.info("decoding on the %s from now on: median post-processing %.3f ms with device decoding, "
+                     "%.3f ms with host decoding", self.choice, medians["device"], medians["host"])
 
 
 class DeviceFramePath:
@@ -269,8 +270,8 @@ class DeviceFramePath:
 
     # helpers ---------------------------------------------------------------------------------------
 
-    def _on_stream(self):
-        return torch.cuda.stream(self._stream) if self._cuda else _NoStream()
+    def _on_stream(self) -> contextlib.AbstractContextManager:
+        return torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
 
     def _mark(self, index: int) -> float:
         if self._cuda:
@@ -336,14 +337,6 @@ class DeviceFramePath:
         slot = _InputSlot(static, run, keep_alive=keep_alive)
         self._slots[shape] = slot
         return slot
-
-
-class _NoStream:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def export_outputs(output: object) -> list[torch.Tensor]:
