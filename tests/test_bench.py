@@ -126,3 +126,45 @@ def test_unknown_model_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "model.tflite" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "missing.onnx"), "--output", str(tmp_path)]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def _target_configs(device: str, fmt: str, ours_fps: float, gpu_path: dict | None = None) -> list[dict]:
+    def config(mode: str, fps: float, info: dict | None) -> dict:
+        summary = {"fps": fps, "frame_ms": 1000 / fps, "first_result_s": 0.5, "peak_rss_mb": 100.0}
+        if info is not None:
+            summary["info"] = info
+        if gpu_path is not None and mode == "pipeline":
+            summary["device_frames"] = gpu_path
+        return {"column": f"yolov8n {fmt}", "mode": mode, "path": "m", "size": [640, 640], "threads": 0,
+                "summary": summary}
+
+    return [config("pipeline", ours_fps, {"format": fmt, "device": device}),
+            config("ultralytics", 100.0, None)]
+
+
+@pytest.mark.parametrize(("device", "fmt", "ours_fps", "target", "met"), [
+    ("cpu", "onnx", 101.0, ">= 1.0x", True),
+    ("cpu", "pytorch", 150.0, ">= 1.0x", True),
+    ("cuda:0", "pytorch", 250.0, ">= 3.0x", False),  # the GPU frame path must triple Ultralytics' FPS
+    ("cuda:0", "pytorch", 310.0, ">= 3.0x", True),
+    ("cuda:0", "onnx", 150.0, ">= 1.0x", True),
+])
+def test_fps_target_is_three_times_ultralytics_for_pytorch_on_a_gpu(device, fmt, ours_fps, target, met) -> None:
+    from yolo_edge import bench_report
+
+    fps_check = next(c for c in bench_report.check_targets(_target_configs(device, fmt, ours_fps))
+                     if c["check"].startswith("end-to-end FPS"))
+    assert fps_check["target"] == target and fps_check["met"] is met
+
+
+def test_gpu_path_details_reach_the_summary_and_the_report() -> None:
+    from yolo_edge import bench_report
+
+    run = {"fps": 300.0, "frame_ms": 3.3, "first_result_s": 2.0, "peak_rss_mb": 900.0, "frames": 10,
+           "startup": {"imports_s": 1.0, "load_s": 1.0}, "latency_ms": {"total": {"p50": 3.0, "p90": 3.5, "p99": 4.0}},
+           "device_frames": {"cuda_graphs": True, "graph_failures": 0, "decode": "device"}}
+    summary = bench.median_summary([run, run])
+    assert summary["device_frames"] == run["device_frames"]
+    configs = _target_configs("cuda:0", "pytorch", 300.0, run["device_frames"])
+    assert bench_report.gpu_path_notes(configs) == [
+        "- yolov8n pytorch 640×640: CUDA graphs on, 0 capture failure(s), decoding on the device"]

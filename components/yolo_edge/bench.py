@@ -372,7 +372,7 @@ def median_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary["latency_ms"] = {
         stage: {stat: med([run["latency_ms"][stage][stat] for run in good]) for stat in stats}
         for stage, stats in good[0]["latency_ms"].items()}
-    for key in ("info", "bare_call", "note"):
+    for key in ("info", "bare_call", "note", "device_frames"):
         if key in good[-1]:
             summary[key] = good[-1][key]
     if len(good) < len(runs):
