@@ -337,3 +337,42 @@ def test_auto_decoding_keeps_the_faster_side(random_model, monkeypatch, slow_sid
     for _ in range(2 * torch_frames.DECODE_TRIALS):
         ours.predict(video_frames()[0])
     assert ours.device_frames.decode_choice == ("host" if slow_side == "device" else "device")
+
+
+def test_a_failing_gpu_path_falls_back_to_the_host_path(random_model, monkeypatch, caplog):
+    """The GPU-only parts never ran here; if they fail on a real GPU the frame is still inferred, on the
+    host path, and so is every later frame (also those the feeder staged before the failure)."""
+    ours, reference = torch_predictor(random_model, "detect", FakeGraphs()), numpy_predictor(random_model, "detect")
+    frames = video_frames(4)
+    staged_early = [ours.prepare(frame, {}) for frame in frames[:2]]
+
+    def broken_run(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ours.device_frames, "run", broken_run)
+    results = [ours.infer_and_decode(prepared).result for prepared in staged_early]
+    results += [ours.infer_and_decode(ours.prepare(frame, {})).result for frame in frames[2:]]
+    for got, frame in zip(results, frames, strict=True):
+        want = reference.predict(frame).result
+        assert len(got) == len(want) > 0
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+    assert ours.device_frames is None and ours.backend.frame_path is None
+    assert isinstance(ours.prepare(frames[0], {}).tensor, np.ndarray)
+    assert caplog.text.count("the GPU frame path failed (RuntimeError: CUDA error: an illegal memory access") == 1
+
+
+def test_frames_are_staged_in_pageable_memory_when_pinning_fails(random_model, monkeypatch, caplog):
+    path = torch_predictor(random_model, "detect", FakeGraphs()).device_frames
+    path._pin = True  # as on CUDA
+    real_empty = torch.empty
+
+    def empty(*args, pin_memory=False, **kwargs):
+        if pin_memory:
+            raise RuntimeError("CUDA error: out of memory (cudaHostAlloc)")
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    frame = video_frames()[0]
+    first, second = path.stage(frame, {}), path.stage(frame, {})
+    assert np.array_equal(first.numpy(), frame) and np.array_equal(second.numpy(), frame)
+    assert not path._pin and caplog.text.count("cannot pin host memory") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -13,6 +14,8 @@ import numpy as np
 from . import processing
 from .backends import Backend, BackendOptions, DeviceFrames, ModelInfo, load_backend
 from .config import Config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,29 @@ class Predictor:
         """Inference and decoding of a prepared frame. A segmentation result's polygons are left pending:
         the caller runs `Prediction.finish()` for frames it publishes (reading `masks` also computes them,
         but then their time is not in `postprocess_ms`)."""
-        if self.device_frames is not None and not isinstance(prepared.tensor, np.ndarray):
-            return self._run_on_device(prepared)
+        if not isinstance(prepared.tensor, np.ndarray):  # staged for the backend's device frame path
+            if self.device_frames is not None:
+                try:
+                    return self._run_on_device(prepared)
+                except Exception as exc:  # noqa: BLE001 - the host path below is the proven fallback
+                    self._abandon_device_frames(exc)
+            prepared = self.prepare(prepared.frame)  # staged before the fallback: prepare it here instead
         start = time.perf_counter()
         outputs = self.backend.infer(prepared.tensor)
         inferred = time.perf_counter()
         result = self.decode(outputs, prepared.geometry)
         done = time.perf_counter()
         return Prediction(result, prepared.preprocess_ms, (inferred - start) * 1000, (done - inferred) * 1000)
+
+    def _abandon_device_frames(self, error: Exception) -> None:
+        """The GPU frame path failed: run on the host path (numpy pre/post-processing, eager network)
+        from now on, once; a failure there is the caller's to report."""
+        log.warning("the GPU frame path failed (%s: %s); continuing with host pre/post-processing and an "
+                    "eager network", type(error).__name__, error)
+        self.device_frames = None
+        disable = getattr(self.backend, "disable_device_frames", None)
+        if disable is not None:
+            disable()
 
     def _run_on_device(self, prepared: Prepared) -> Prediction:
         s = self.settings

@@ -121,6 +121,12 @@ class TorchBackend:
         """The GPU frame path for detect and segment models (classify keeps its exact host crop)."""
         return self.frame_path if self.info.task != "classify" else None
 
+    def disable_device_frames(self) -> None:
+        """Back to eager forwards on host-prepared tensors (after the GPU frame path failed)."""
+        if self.frame_path is not None:
+            self.frame_path.close()
+            self.frame_path = None
+
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         if self.frame_path is not None:
             return self.frame_path.forward(tensor)
@@ -131,9 +137,7 @@ class TorchBackend:
         return [_as_numpy(t) for t in export_outputs(output)]
 
     def close(self) -> None:
-        if self.frame_path is not None:
-            self.frame_path.close()
-            self.frame_path = None
+        self.disable_device_frames()
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

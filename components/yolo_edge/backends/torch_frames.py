@@ -179,6 +179,7 @@ class DeviceFramePath:
         self.num_classes = num_classes
         self._capture = capture
         self._cuda = device.type == "cuda"
+        self._pin = self._cuda  # stage frames in page-locked memory so their copy to the GPU is asynchronous
         self._stream = torch.cuda.Stream(device) if self._cuda else None
         self._slots: OrderedDict[tuple[int, int], _InputSlot] = OrderedDict()
         self._frame: torch.Tensor | None = None  # the device copy of the current frame
@@ -210,10 +211,20 @@ class DeviceFramePath:
         """Copy a (H, W, 3) uint8 frame into a reusable (pinned, on CUDA) host tensor from `buffers`."""
         staged = buffers.get("staged")
         if staged is None or tuple(staged.shape) != frame.shape:
-            staged = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=self._cuda)
+            staged = self._host_frame(frame.shape)
             buffers["staged"] = staged
         np.copyto(staged.numpy(), frame, casting="no")
         return staged
+
+    def _host_frame(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if self._pin:
+            try:
+                return torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            except RuntimeError as exc:  # page-locked memory is limited on some boards
+                self._pin = False
+                log.warning("cannot pin host memory for frames (%s); copying them to the GPU from pageable "
+                            "memory (synchronously, a little slower)", exc)
+        return torch.empty(shape, dtype=torch.uint8)
 
     # inference thread ------------------------------------------------------------------------------
 
