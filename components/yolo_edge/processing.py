@@ -395,10 +395,11 @@ def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None
     """
     limit = len(boxes) if max_keep is None else max_keep
     keep: list[int] = []
+    # torchvision compares the float32 IoU with the double threshold (a float64 scalar makes numpy compare
+    # in float64 too); NaN (empty boxes) never suppresses.
+    threshold = np.float64(iou_threshold)
     for start in range(0, len(boxes), _NMS_BLOCK):
         block = boxes[start:start + _NMS_BLOCK]
-        # torchvision compares the float32 IoU with the double threshold; NaN (empty boxes) never suppresses.
-        threshold = np.float64(iou_threshold)  # a float64 scalar makes numpy compare in float64, as torchvision
         suppressed = np.zeros(len(block), bool)
         if keep:
             suppressed |= (_iou_matrix(boxes[keep], block) > threshold).any(0)
