@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -17,13 +18,40 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 
 MODEL_CACHE = Path(os.environ.get("YOLO_EDGE_TEST_CACHE", Path.home() / ".cache" / "yolo-edge-tests"))
+# The runtime subset runs on a device's Python (3.8, 3.10) without Ultralytics: it takes the models and
+# Ultralytics' images that a run with Ultralytics left in the cache (.ci/run runs the full suite first).
+HAVE_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None
+CACHED_IMAGES = MODEL_CACHE / "images"
+NEEDS_FULL_RUN = "run the full test suite with Ultralytics installed first (.ci/run does): it fills " + str(MODEL_CACHE)
+
+
+def _share_packaged_images() -> None:
+    if HAVE_ULTRALYTICS:
+        images = packaged_images()
+        if images and not all((CACHED_IMAGES / image.name).exists() for image in images):
+            CACHED_IMAGES.mkdir(parents=True, exist_ok=True)
+            for image in images:
+                shutil.copyfile(image, CACHED_IMAGES / image.name)
+    elif CACHED_IMAGES.is_dir():
+        os.environ.setdefault(samples.SAMPLE_IMAGES_VARIABLE, str(CACHED_IMAGES))
+
+
+_share_packaged_images()
 
 
 def asset_images() -> list[Path]:
     """Ultralytics' packaged real images (bus.jpg, zidane.jpg)."""
     images = packaged_images()
-    assert images, "ultralytics is needed for its packaged images"
+    assert images, "Ultralytics' packaged images are needed: " + NEEDS_FULL_RUN
     return images
+
+
+def _cached_model(task: str, size: str, fmt: str, class_bias: float | None) -> Path:
+    """The newest cached model of this recipe, built by any Ultralytics version (device Pythons have none)."""
+    done = sorted(MODEL_CACHE.glob(f"v2-*-{task}-{size}-{fmt}-{class_bias}/DONE"), key=lambda p: p.stat().st_mtime)
+    if not done:
+        pytest.fail(f"no cached {task} {size} {fmt} model and no Ultralytics to build one: {NEEDS_FULL_RUN}")
+    return Path(done[-1].read_text().strip())
 
 
 def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (480, 640), fps: float = 30.0) -> Path:
@@ -40,13 +68,15 @@ def random_model() -> Callable[..., Path]:
     calibrated on real images so outputs depend on the image; see yolo_edge.modelgen) and exported
     for real; they are cached across runs, keyed by the Ultralytics version and the recipe below.
     """
-    import ultralytics
-
-    from yolo_edge.modelgen import make_random_model
-
     def get(task: str = "detect", imgsz: int | tuple[int, int] = 640, fmt: str = "onnx",
             class_bias: float | None = -3.0) -> Path:
         size = imgsz if isinstance(imgsz, int) else f"{imgsz[0]}x{imgsz[1]}"
+        if not HAVE_ULTRALYTICS:
+            return _cached_model(task, str(size), fmt, class_bias)
+        import ultralytics
+
+        from yolo_edge.modelgen import make_random_model
+
         key = f"v2-{ultralytics.__version__}-{task}-{size}-{fmt}-{class_bias}"
         directory = MODEL_CACHE / key
         done = directory / "DONE"

@@ -303,7 +303,7 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
     models = list(dict.fromkeys(c["model"] for c in configs))
     sizes = _sizes(configs)
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
+    for ax, model in zip(axes[0], models):
         rows = [c for c in configs if c["model"] == model]
         columns = _columns(rows)
         width = 0.8 / len(columns)

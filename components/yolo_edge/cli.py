@@ -15,12 +15,13 @@ from . import __version__
 from .config import Config, ConfigError, load_config_file
 
 # Each module exposes add_parser(subparsers); its parser sets `handler=run` with run(args) -> int.
-COMMAND_MODULES = (
-    "yolo_edge.cli_run",
-    "yolo_edge.demo",
-    "yolo_edge.export",
-    "yolo_edge.bench",
-)
+# Keyed by command name so a module that cannot be imported still has its command, which reports why.
+COMMAND_MODULES = {
+    "run": "yolo_edge.cli_run",
+    "demo": "yolo_edge.demo",
+    "export": "yolo_edge.export",
+    "bench": "yolo_edge.bench",
+}
 
 log = logging.getLogger("yolo_edge")
 
@@ -89,15 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("YOLO_EDGE_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    for command, module_name in COMMAND_MODULES.items():
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:  # a command whose optional dependencies are missing
-            log.debug("command module %s unavailable: %s", module_name, exc)
+        except Exception as exc:  # noqa: BLE001 - any import failure must reach the user, not hide the command
+            add_unavailable_parser(subparsers, command, module_name, exc)
             continue
         module.add_parser(subparsers)
     add_send_parser(subparsers)
     return parser
+
+
+def add_unavailable_parser(subparsers: argparse._SubParsersAction, command: str, module_name: str,
+                           error: Exception) -> None:
+    """A command whose module failed to import: it stays listed and, when run, prints the import error."""
+    reason = f"{type(error).__name__}: {error}"
+    parser = subparsers.add_parser(command, help=f"unavailable ({reason})", add_help=False,
+                                   description=f"`yolo-edge {command}` cannot run here: importing {module_name} "
+                                               f"failed with {reason}")
+    parser.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=lambda _args: report_unavailable(command, module_name, error))
+
+
+def report_unavailable(command: str, module_name: str, error: Exception) -> int:
+    hint = " (a missing optional dependency: see the README's pip extras)" if isinstance(error, ImportError) else ""
+    print(f"error: `yolo-edge {command}` is unavailable: importing {module_name} failed with "
+          f"{type(error).__name__}: {error}{hint}", file=sys.stderr)
+    return 1
 
 
 def add_send_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -32,7 +32,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def _as_str(key: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(key, value, "a string")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # Greengrass may hand "0" back as 0.0

@@ -14,10 +14,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Callable, Dict
 
 from . import messages
 from .backends import ModelLoadError
@@ -30,7 +29,7 @@ from .sources import FrameSource, SourceError, SourceEvent, open_source
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[Dict[str, Any]], None]
 
 MODEL_KEYS = ("model_loc", "model_height", "model_width", "device", "half", "threads", "task")
 SOURCE_KEYS = ("camera_id", "loop_source")

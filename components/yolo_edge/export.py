@@ -459,7 +459,7 @@ def onnx_input_size(path: Path) -> tuple[int, int] | None:
     if len(dims) == 4 and dims[2].dim_value and dims[3].dim_value:
         return (dims[2].dim_value, dims[3].dim_value)
     imgsz = onnx_metadata(path).get("imgsz")
-    return (int(imgsz[0]), int(imgsz[1])) if isinstance(imgsz, list | tuple) and len(imgsz) == 2 else None
+    return (int(imgsz[0]), int(imgsz[1])) if isinstance(imgsz, (list, tuple)) and len(imgsz) == 2 else None
 
 
 def read_calibration_tensors(source: Path, count: int, imgsz: tuple[int, int]) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _envelope(kind: str, **fields: Any) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def detections_list(result: Detections, info: ModelInfo) -> list[dict[str, Any]]
     boxes = np.round(result.boxes.astype(np.float64), 1).tolist()
     scores = np.round(result.scores.astype(np.float64), 4).tolist()
     out = []
-    for i, (box, score, class_id) in enumerate(zip(boxes, scores, result.class_ids.tolist(), strict=True)):
+    for i, (box, score, class_id) in enumerate(zip(boxes, scores, result.class_ids.tolist())):
         item: dict[str, Any] = {"class_id": class_id, "label": info.label(class_id), "score": score, "box": box}
         if result.masks is not None:
             item["polygon"] = np.round(np.asarray(result.masks[i], np.float64), 1).tolist()
@@ -58,7 +58,7 @@ def detections_list(result: Detections, info: ModelInfo) -> list[dict[str, Any]]
 
 def classes_list(result: Classification, info: ModelInfo) -> list[dict[str, Any]]:
     return [{"class_id": c, "label": info.label(c), "score": round(s, 5)}
-            for c, s in zip(result.class_ids.tolist(), result.scores.astype(np.float64).tolist(), strict=True)]
+            for c, s in zip(result.class_ids.tolist(), result.scores.astype(np.float64).tolist())]
 
 
 def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[int, int],

@@ -61,7 +61,7 @@ class RunStats:
             self.first_frame_at = now
         self.last_frame_at = now
         for stage, value in zip(STAGES, (preprocess, inference, postprocess,
-                                          preprocess + inference + postprocess), strict=True):
+                                          preprocess + inference + postprocess)):
             self.latencies[stage].append(value)
 
     def fps(self) -> float:

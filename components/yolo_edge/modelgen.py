@@ -105,7 +105,7 @@ def export_model(checkpoint: str | Path, fmt: str = "onnx", imgsz: int | tuple[i
     from ultralytics import YOLO
 
     checkpoint = Path(checkpoint)
-    size = list(imgsz) if isinstance(imgsz, tuple | list) else imgsz
+    size = list(imgsz) if isinstance(imgsz, (tuple, list)) else imgsz
     written = Path(YOLO(str(checkpoint)).export(format=fmt, imgsz=size, **kwargs))
     if output is not None and Path(output) != written:
         Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -261,7 +261,7 @@ def preprocess_classify(frame: np.ndarray, input_shape: tuple[int, int], dtype: 
     return tensor, Letterbox(new_w / w, -float(left), -float(top), (h, w), (in_h, in_w))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def _pillow_image():
     """PIL.Image when Pillow is installed, else None (imported on first use)."""
     try:
@@ -561,7 +561,7 @@ def instance_masks(protos: np.ndarray, coefficients: np.ndarray, boxes: np.ndarr
     all_rows = _bilinear_source(np.arange(in_h), proto_h, in_h)  # sliced per box below
     all_cols = _bilinear_source(np.arange(in_w), proto_w, in_w)
     regions = []
-    for coef, (x1, y1, x2, y2) in zip(coefficients.astype(np.float32), boxes, strict=True):
+    for coef, (x1, y1, x2, y2) in zip(coefficients.astype(np.float32), boxes):
         left, right = max(math.ceil(x1), 0), min(math.ceil(x2), in_w)
         top, bottom = max(math.ceil(y1), 0), min(math.ceil(y2), in_h)
         if right <= left or bottom <= top:
@@ -649,7 +649,7 @@ def decode_segments(outputs: list[np.ndarray], geo: Letterbox, num_classes: int,
     # Ultralytics drops detections whose cropped mask is empty; so do we, to report the same set.
     keep = np.asarray([bool(r.mask.any()) for r in regions], bool)
     if not keep.all():
-        regions = [r for r, k in zip(regions, keep, strict=True) if k]
+        regions = [r for r, k in zip(regions, keep) if k]
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
     return Detections(scale_boxes_to_frame(boxes, geo), scores, classes), regions
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Union
 
 import cv2
 import numpy as np
@@ -127,7 +126,7 @@ class ImageFolderSource:
         pass
 
 
-Opener = Callable[[int | str, str], cv2.VideoCapture]
+Opener = Callable[[Union[int, str], str], cv2.VideoCapture]
 
 
 class LiveSource:

@@ -33,15 +33,15 @@ def parse_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
     names = _literal(raw.get("names"))
     if isinstance(names, Mapping):
         out["names"] = {int(k): str(v) for k, v in names.items()}
-    elif isinstance(names, list | tuple):
+    elif isinstance(names, (list, tuple)):
         out["names"] = {i: str(v) for i, v in enumerate(names)}
     stride = _literal(raw.get("stride"))
-    if isinstance(stride, int | float) and stride > 0:
+    if isinstance(stride, (int, float)) and stride > 0:
         out["stride"] = int(stride)
     imgsz = _literal(raw.get("imgsz"))
     if isinstance(imgsz, int):
         out["imgsz"] = (imgsz, imgsz)
-    elif isinstance(imgsz, list | tuple) and len(imgsz) == 2:
+    elif isinstance(imgsz, (list, tuple)) and len(imgsz) == 2:
         out["imgsz"] = (int(imgsz[0]), int(imgsz[1]))
     for key in ("dynamic", "half", "batch"):
         if key in raw:

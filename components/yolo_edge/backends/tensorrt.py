@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -228,7 +228,7 @@ class PyCudaApi:
             self.context.detach()
 
 
-CudaApi = CudaRuntimeApi | PyCudaApi
+CudaApi = Union[CudaRuntimeApi, PyCudaApi]
 
 
 def open_cuda(path: Path, device_index: int) -> CudaApi:
@@ -300,7 +300,7 @@ class NamedTensorApi:
         return tuple(int(d) for d in context.get_tensor_shape(tensor.name))
 
     def bind(self, context: Any, tensors: list[IOTensor], pointers: list[int]) -> None:
-        for tensor, pointer in zip(tensors, pointers, strict=True):
+        for tensor, pointer in zip(tensors, pointers):
             if context.set_tensor_address(tensor.name, pointer) is False:
                 raise RuntimeError(f"TensorRT refused the buffer address for tensor {tensor.name!r}")
 
@@ -334,7 +334,7 @@ class BindingApi:
         return tuple(int(d) for d in context.get_binding_shape(tensor.index))
 
     def bind(self, context: Any, tensors: list[IOTensor], pointers: list[int]) -> None:
-        by_index = dict(zip((t.index for t in tensors), pointers, strict=True))
+        by_index = dict(zip((t.index for t in tensors), pointers))
         self.pointers = [by_index[i] for i in range(len(tensors))]
 
     def execute(self, context: Any, stream_handle: int) -> bool:
@@ -507,7 +507,7 @@ class TensorRTBackend:
                   input_size[0] if shape[2] == -1 else shape[2], input_size[1] if shape[3] == -1 else shape[3])
         if self.input.profile is not None:
             low, _, high = self.input.profile
-            if not all(lo <= w <= hi for lo, w, hi in zip(low, wanted, high, strict=True)):
+            if not all(lo <= w <= hi for lo, w, hi in zip(low, wanted, high)):
                 raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH ask for input {wanted[2]}x"
                                                 f"{wanted[3]}, outside the engine's optimisation profile "
                                                 f"{low[2]}x{low[3]} .. {high[2]}x{high[3]} (batch {low[0]}.."
@@ -556,7 +556,7 @@ class TensorRTBackend:
             if not self.api.execute(self.context, self._stream_handle):
                 cuda.stream_sync(self._stream)
                 raise RuntimeError(f"TensorRT execution failed{self._last_error()}")
-            for host, device in zip(self._output_host, self._output_device, strict=True):
+            for host, device in zip(self._output_host, self._output_device):
                 cuda.copy_to_host_async(host, device, self._stream)
             cuda.stream_sync(self._stream)
         # Fresh arrays: the staging buffers are overwritten by the next call.

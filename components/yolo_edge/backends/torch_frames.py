@@ -23,8 +23,8 @@ import os
 import statistics
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
@@ -42,9 +42,9 @@ DECODE_TRIALS = 6  # frames per decode path before `auto` picks one
 MAX_GRAPHS = 4  # input shapes with a captured graph kept at once (each holds its own activations)
 GRAPH_WARMUP_RUNS = 3  # eager forwards before capture: cuDNN picks its kernels, lazy state is built
 
-Forward = Callable[[], list[torch.Tensor]]
+Forward = Callable[[], List[torch.Tensor]]
 # (forward) -> (replay, outputs): runs `forward` once into graph-owned outputs that replay refreshes.
-Capture = Callable[[Forward], tuple[Callable[[], None], list[torch.Tensor]]]
+Capture = Callable[[Forward], Tuple[Callable[[], None], List[torch.Tensor]]]
 
 
 # --- pure tensor functions ----------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def export_outputs(output: object) -> list[torch.Tensor]:
     In eval mode Ultralytics heads return (export_output, training_extras): detect (y, feats),
     segment ((y, protos), feats), classify (probabilities, logits).
     """
-    first = output[0] if isinstance(output, list | tuple) else output
-    if isinstance(first, list | tuple):
+    first = output[0] if isinstance(output, (list, tuple)) else output
+    if isinstance(first, (list, tuple)):
         return [t for t in first if isinstance(t, torch.Tensor)]
     return [first]

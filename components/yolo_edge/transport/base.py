@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from typing import Callable, Protocol
 
 CommandHandler = Callable[[bytes], None]
 """Called with each raw payload that arrives on the input topic. Must only enqueue work."""
