@@ -6,6 +6,8 @@ import pytest
 
 from yolo_edge.commands import MAX_COMMAND_BYTES, Command, CommandError, parse_command
 
+pytestmark = pytest.mark.runtime
+
 
 @pytest.mark.parametrize(("payload", "action"), [
     (b'{"status": "start"}', "start"),

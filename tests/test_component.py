@@ -16,6 +16,8 @@ from yolo_edge.config import Config
 from yolo_edge.predictor import load_predictor
 from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 
+pytestmark = pytest.mark.runtime
+
 pytestmark = pytest.mark.integration
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from yolo_edge.config import Config, ConfigError, load_config_file
 
+pytestmark = pytest.mark.runtime
+
 
 def test_defaults_keep_the_sample_names_and_values():
     values = Config().to_mapping()

@@ -8,10 +8,10 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Dict
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -22,10 +22,12 @@ from yolo_edge.config import Config
 from yolo_edge.predictor import Predictor, load_predictor
 from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 
+pytestmark = pytest.mark.runtime
+
 pytestmark = pytest.mark.integration
 
 IN, OUT = "faults/in", "faults/out"
-Match = Callable[[dict[str, Any]], bool]
+Match = Callable[[Dict[str, Any]], bool]
 
 
 class Listener:

@@ -23,6 +23,8 @@ from yolo_edge.config import Config
 from yolo_edge.predictor import Predictor, load_predictor
 from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 
+pytestmark = pytest.mark.runtime
+
 SIZE = 320
 
 

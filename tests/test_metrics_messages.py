@@ -10,6 +10,8 @@ from yolo_edge.backends import ModelInfo
 from yolo_edge.metrics import RollingFPS, RunStats, percentiles
 from yolo_edge.processing import Classification, Detections
 
+pytestmark = pytest.mark.runtime
+
 INFO = ModelInfo(name="m.onnx", format="onnx", runtime="onnxruntime x", device="cpu", task="detect",
                  input_shape=(640, 640), names={0: "person", 1: "bus"})
 

@@ -12,6 +12,8 @@ import pytest
 from yolo_edge import processing as P
 from yolo_edge.backends import ModelInfo
 
+pytestmark = pytest.mark.runtime
+
 # --- letterbox ---------------------------------------------------------------------------------------
 
 # (frame h, w), (input h, w) -> (resized h, w), (top, left)

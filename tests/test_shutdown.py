@@ -16,6 +16,8 @@ import pytest
 from mjpeg_server import MjpegServer
 from test_faults import IN, OUT, Listener, is_state, is_status, is_type
 
+pytestmark = pytest.mark.runtime
+
 pytestmark = pytest.mark.integration
 
 GREENGRASS_GRACE_S = 5.0

@@ -105,7 +105,8 @@ def add_unavailable_parser(subparsers: argparse._SubParsersAction, command: str,
                            error: Exception) -> None:
     """A command whose module failed to import: it stays listed and, when run, prints the import error."""
     reason = f"{type(error).__name__}: {error}"
-    parser = subparsers.add_parser(command, help=f"unavailable ({reason})", add_help=False,
+    # No option prefix: every word after the command, flags included, is taken and ignored.
+    parser = subparsers.add_parser(command, help=f"unavailable ({reason})", add_help=False, prefix_chars="\0",
                                    description=f"`yolo-edge {command}` cannot run here: importing {module_name} "
                                                f"failed with {reason}")
     parser.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
