@@ -13,6 +13,7 @@ import pytest
 from conftest import asset_images
 from fake_tensorrt import install, ultralytics_header, write_engine
 
+from yolo_edge import processing
 from yolo_edge.backends import BackendOptions, load_backend
 from yolo_edge.cli import main
 from yolo_edge.predictor import PostprocessSettings, Predictor
@@ -33,8 +34,46 @@ def frame() -> np.ndarray:
     return cv2.imread(str(asset_images()[0]))
 
 
-def test_onnx_export_keeps_metadata_and_prepares_the_engine(tmp_path, checkpoint, random_model, capsys,
-                                                             monkeypatch):
+# Detections of two exports of one checkpoint agree to ONNX Runtime's rounding (measured: identical); a
+# changed model moves boxes by tenths of a pixel or more (the issue's 0.27 px) and changes scores.
+BOX_TOLERANCE_PX = 0.05
+SCORE_TOLERANCE = 1e-4
+
+
+def detections(model: Path) -> list[processing.Detections]:
+    predictor = Predictor(load_backend(model, OPTIONS_320), PostprocessSettings())
+    return [predictor.predict(cv2.imread(str(image))).result for image in asset_images()]
+
+
+def detection_mismatch(ours: processing.Detections, theirs: processing.Detections) -> str | None:
+    """Why two frames' detections (after NMS) differ, or None: one-to-one, same class, every box
+    corner within BOX_TOLERANCE_PX and every score within SCORE_TOLERANCE."""
+    if len(ours) != len(theirs):
+        return f"{len(ours)} detections against {len(theirs)}"
+    unmatched = np.ones(len(theirs), bool)
+    for box, score, class_id in zip(ours.boxes, ours.scores, ours.class_ids):
+        corner_px = np.abs(theirs.boxes - box).max(axis=1)
+        close = (unmatched & (theirs.class_ids == class_id) & (corner_px <= BOX_TOLERANCE_PX)
+                 & (np.abs(theirs.scores - score) <= SCORE_TOLERANCE))
+        if not close.any():
+            return (f"no partner for class {class_id} score {score:.5f} box {np.round(box, 2).tolist()} "
+                    f"(nearest box off by {corner_px.min():.3f} px)")
+        unmatched[np.flatnonzero(close)[0]] = False
+    return None
+
+
+def frames_mismatch(ours: list[processing.Detections], theirs: list[processing.Detections]) -> str | None:
+    return next((f"frame {i}: {why}" for i, (a, b) in enumerate(zip(ours, theirs))
+                 if (why := detection_mismatch(a, b)) is not None), None)
+
+
+def test_onnx_export_keeps_metadata_and_prepares_the_engine(tmp_path, random_model, capsys, monkeypatch):
+    # Export the very checkpoint the fixture's ONNX came from: two builds of one recipe are not
+    # bit-identical (the batch-norm calibration's float sums depend on torch's thread count, and the
+    # fp16 checkpoint then rounds a few weights the other way: raw outputs differ by up to ~0.3).
+    fixture_onnx = random_model("detect", 320)
+    checkpoint = fixture_onnx.parent / "yolov8n.pt"
+    assert checkpoint.is_file(), f"make_random_model saves the checkpoint beside {fixture_onnx}"
     beside_checkpoint = sorted(checkpoint.parent.iterdir())
     out = tmp_path / "models" / "det.onnx"
     monkeypatch.chdir(tmp_path)
@@ -45,11 +84,13 @@ def test_onnx_export_keeps_metadata_and_prepares_the_engine(tmp_path, checkpoint
     assert meta["task"] == "detect" and meta["imgsz"] == "[320, 320]" and "79: '79'" in meta["names"]
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, 320, 320]
-    # Same checkpoint, same export: the same outputs as the fixture's ONNX of it.
-    tensor = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
-    ours = load_backend(out, OPTIONS_320).infer(tensor)[0]
-    np.testing.assert_allclose(ours, load_backend(random_model("detect", 320), OPTIONS_320).infer(tensor)[0],
-                               rtol=1e-5, atol=1e-3)
+    # Same checkpoint, same export: the same detections as the fixture's ONNX of it; another model's differ.
+    ours = detections(out)
+    assert sum(len(d) for d in ours) >= 10
+    assert frames_mismatch(ours, detections(fixture_onnx)) is None
+    assert frames_mismatch(ours, detections(random_model("detect", 320, class_bias=-1.5))) is not None
+    moved = processing.Detections(ours[0].boxes + 0.27, ours[0].scores, ours[0].class_ids)
+    assert detection_mismatch(moved, ours[0]) is not None, "the issue's 0.27 px must not pass"
     assert sorted(checkpoint.parent.iterdir()) == beside_checkpoint, "nothing written beside MODEL"
 
     sidecar = json.loads((tmp_path / "models" / "det.engine.json").read_text())
