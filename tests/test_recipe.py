@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +88,11 @@ def test_access_control_grants_exactly_the_configured_topics(recipe) -> None:
     assert not any(v == "*" or "#" in v.split("aws.greengrass#")[-1] or "+" in v for v in values)
 
 
-def test_manifests_strictest_first_for_jetson_and_amd64(recipe) -> None:
+def test_manifests_strictest_first_for_jetson_and_amd64_on_both_nuclei(recipe) -> None:
     platforms = [m["Platform"] for m in recipe["Manifests"]]
-    assert platforms == [{"os": "linux", "architecture": "aarch64"}, {"os": "linux", "architecture": "amd64"}]
+    # runtime "*": the Java nucleus and nucleus lite (which skips a manifest without `runtime`).
+    assert platforms == [{"os": "linux", "architecture": "aarch64", "runtime": "*"},
+                         {"os": "linux", "architecture": "amd64", "runtime": "*"}]
     for manifest in recipe["Manifests"]:
         (artifact,) = manifest["Artifacts"]
         assert re.fullmatch(r"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/yolo_edge-[^/]+\.whl", artifact["URI"])
@@ -98,20 +102,94 @@ def test_manifests_strictest_first_for_jetson_and_amd64(recipe) -> None:
 def test_lifecycle_installs_into_a_venv_and_runs_over_ipc(recipe) -> None:
     for manifest in recipe["Manifests"]:
         lifecycle = manifest["Lifecycle"]
-        assert set(lifecycle) == {"Setenv", "Install", "Run"}
+        # Lowercase step names, as the recipe reference writes them: nucleus lite does not see `Install`/`Run`.
+        assert set(lifecycle) == {"Setenv", "install", "run"}
         assert lifecycle["Setenv"]["PYTHONUNBUFFERED"] == "1"
-        install = lifecycle["Install"]
+        install = lifecycle["install"]
         assert install["Timeout"] >= 900
         script = install["Script"]
         assert 'python3 -m venv --system-site-packages "$venv"' in script
         assert 'venv="{work:path}/venv"' in script
         assert "{configuration:/install_extras}" in script
         assert "sha256sum" in script and "already installed" in script  # the fast path
-        run = lifecycle["Run"]
-        assert set(run) == {"Script"}  # no Timeout: a Run timeout kills the component
-        assert run["Script"] == 'exec "{work:path}/venv/bin/yolo-edge" run --greengrass'
+        assert "-m yolo_edge.install_plan" in script and 'pip install -r "$plan/requirements.txt"' in script
+        run = lifecycle["run"]
+        assert set(run) == {"Script"}  # no Timeout: a run timeout kills the component
+        assert run["Script"].splitlines()[-1] == 'exec "{work:path}/venv/bin/yolo-edge" run --greengrass'
     jetson = recipe["Manifests"][0]["Lifecycle"]["Setenv"]
-    assert jetson["CUDA_HOME"] == "/usr/local/cuda" and "/usr/local/cuda/lib64" in jetson["LD_LIBRARY_PATH"]
+    assert jetson["CUDA_HOME"] == "/usr/local/cuda"
+
+
+def test_no_ld_variable_in_setenv(recipe) -> None:
+    """Non-root steps run through `sudo -E`, which drops every LD_* variable: the scripts export them."""
+    setenvs = [(path, value) for path, value in walk(recipe) if path.endswith("/Setenv")]
+    assert setenvs
+    assert [(path, key) for path, value in setenvs for key in value if key.startswith("LD_")] == []
+
+
+def test_every_brace_in_the_lifecycle_is_a_recipe_variable(recipe) -> None:
+    """Nucleus lite reads every `{` of a script or Setenv value as a recipe variable and fails on others
+    (a shell `${VAR}` included)."""
+    known = r"\{(work:path|artifacts:path|configuration:/[A-Za-z0-9_/]+)\}"
+    for manifest in recipe["Manifests"]:
+        for path, value in walk(manifest["Lifecycle"]):
+            if isinstance(value, str):
+                assert "{" not in re.sub(known, "", value) and "}" not in re.sub(known, "", value), path
+
+
+def run_lifecycle_step(recipe: dict[str, Any], architecture: str, step: str, tmp_path: Path,
+                       environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """A step's script with the variables filled in and its Setenv applied, as the nucleus runs it."""
+    (manifest,) = [m for m in recipe["Manifests"] if m["Platform"]["architecture"] == architecture]
+    work = tmp_path / "work"
+    fill = {"{work:path}": str(work), "{artifacts:path}": str(tmp_path / "artifacts"),
+            "{configuration:/install_extras}": "onnx,greengrass"}
+
+    def interpolate(text: str) -> str:
+        for variable, value in fill.items():
+            text = text.replace(variable, value)
+        return text
+
+    setenv = {**manifest["Lifecycle"].get("Setenv", {}), **manifest["Lifecycle"][step].get("Setenv", {})}
+    env = {key: interpolate(str(value)) for key, value in setenv.items()}
+    script = interpolate(manifest["Lifecycle"][step]["Script"])
+    # Only these variables: no LD_* unless `environment` has it, as after `sudo -E`.
+    return subprocess.run(["sh", "-c", script], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **env, **environment},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def stub_yolo_edge(tmp_path: Path) -> Path:
+    """A stand-in for the venv's yolo-edge that records its arguments and environment."""
+    stub = tmp_path / "work" / "venv" / "bin" / "yolo-edge"
+    stub.parent.mkdir(parents=True)
+    record = tmp_path / "record.json"
+    stub.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    f"open({str(record)!r}, 'w').write(json.dumps([sys.argv[1:], dict(os.environ)]))\n")
+    stub.chmod(0o755)
+    return record
+
+
+@pytest.mark.parametrize(("before", "expected"), [
+    (None, "/usr/local/cuda/lib64"),
+    ("/opt/vendor/lib", "/usr/local/cuda/lib64:/opt/vendor/lib"),
+])
+def test_jetson_run_script_exports_ld_library_path(recipe, tmp_path: Path, before: str | None,
+                                                   expected: str) -> None:
+    record = stub_yolo_edge(tmp_path)
+    done = run_lifecycle_step(recipe, "aarch64", "run", tmp_path, {} if before is None else {"LD_LIBRARY_PATH": before})
+    assert done.returncode == 0, done.stderr
+    argv, env = json.loads(record.read_text())
+    assert argv == ["run", "--greengrass"]
+    assert env["LD_LIBRARY_PATH"] == expected
+    assert env["CUDA_HOME"] == "/usr/local/cuda" and env["OPENBLAS_CORETYPE"] == "ARMV8"
+
+
+def test_amd64_run_script_leaves_ld_library_path_alone(recipe, tmp_path: Path) -> None:
+    record = stub_yolo_edge(tmp_path)
+    done = run_lifecycle_step(recipe, "amd64", "run", tmp_path, {})
+    assert done.returncode == 0, done.stderr
+    argv, env = json.loads(record.read_text())
+    assert argv == ["run", "--greengrass"] and "LD_LIBRARY_PATH" not in env
 
 
 def test_nothing_runs_as_root(recipe) -> None:
@@ -146,7 +224,7 @@ def test_model_component_template_is_a_valid_artifact_only_recipe() -> None:
     assert template["RecipeFormatVersion"] == "2020-01-25"
     assert template["ComponentName"] == "com.yoloedge.model"
     (manifest,) = template["Manifests"]
-    assert manifest["Platform"] == {"os": "linux"} and manifest["Lifecycle"] == {}
+    assert manifest["Platform"] == {"os": "linux", "runtime": "*"} and manifest["Lifecycle"] == {}
 
 
 def test_deployment_template_is_valid_create_deployment_input() -> None:
