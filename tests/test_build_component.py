@@ -1,5 +1,5 @@
 """utils/build_component.py: the wheel and the built recipe in GDK's layout; and the built recipe's
-Install step run for real (venv, wheel, stamp), the way the nucleus runs it."""
+install step run for real (venv, wheel, stamp, the JetPack-aware plan), the way the nucleus runs it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from yolo_edge.install_plan import TEGRA_RELEASE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "utils" / "build_component.py"
@@ -198,9 +201,23 @@ def test_runs_as_gdks_custom_build_command(tmp_path: Path) -> None:
     assert len(list((project / "greengrass-build" / "artifacts" / name / settings["version"]).glob("*.whl"))) == 1
 
 
-# -- the Install step, run for real ------------------------------------------------------------------
+# -- the install step, run for real ------------------------------------------------------------------
+#
+# Hermetic: no package index (PIP_NO_INDEX) and no pip configuration of this machine (PIP_CONFIG_FILE=
+# /dev/null), so pip must find every requirement already installed: the venv is made with
+# --system-site-packages from the test's own interpreter, which has the runtime dependencies. Inside a
+# virtualenv a venv made from it sees only the base interpreter's packages, so the test environment's
+# site-packages are also put on PYTHONPATH. The JetPack runs use a bare Python 3.8/3.10: pip cannot get
+# numpy there, and what it was asked for (the JetPack's numpy pin) is what those tests check.
 
 ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "aarch64", "arm64": "aarch64"}.get(platform.machine().lower())
+JETPACKS = {  # JetPack: (its Python, numpy must stay below, a line of its /etc/nv_tegra_release)
+    5: ("3.8", "1.24", "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+                       "DATE: Tue Aug  1 19:57:35 UTC 2023\n"),
+    6: ("3.10", "2", "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+                     "DATE: Wed Jan  8 01:49:37 UTC 2025\n"),
+}
+needs_sha256sum = pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum (coreutils) is missing")
 
 
 def interpolate(text: str, variables: dict[str, str]) -> str:
@@ -211,56 +228,104 @@ def interpolate(text: str, variables: dict[str, str]) -> str:
     return text
 
 
-def run_install(out: Path, work: Path, extras: str | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    """Run the built recipe's Install step as the nucleus does: `sh -c`, cwd {work:path}, Setenv applied."""
+def site_packages_env() -> dict[str, str]:
+    """What makes the test environment's packages the install step's system packages (see above)."""
+    if sys.prefix == sys.base_prefix:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(site.getsitepackages())}
+
+
+def python_dir(version: str, tmp_path: Path) -> Path | None:
+    """A folder whose `python3` is a Python `version` (pyenv's, or pythonX.Y on PATH); None if there is none."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = [p / "bin" / "python3" for p in sorted(pyenv.glob(f"{version}.*"), reverse=True)]
+    on_path = shutil.which(f"python{version}")
+    if on_path and "/shims/" not in on_path:
+        found.append(Path(on_path))
+    for interpreter in found:
+        if interpreter.is_file():
+            folder = tmp_path / f"python{version}-bin"
+            folder.mkdir()
+            (folder / "python3").symlink_to(interpreter.resolve())
+            return folder
+    return None
+
+
+def copy_build(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "greengrass-build"
+    shutil.copytree(built, out)
+    work = tmp_path / "work"
+    work.mkdir()
+    return out, work
+
+
+def run_install(out: Path, work: Path, extras: str | None = None, *, architecture: str | None = None,
+                python_bin: Path | None = None, tegra_release: Path | None = None,
+                ) -> tuple[subprocess.CompletedProcess, float]:
+    """Run the built recipe's install step as the nucleus does: `sh -c`, cwd {work:path}, Setenv applied.
+    `python_bin` holds the `python3` to use (default: the test's); no `tegra_release` = not a Jetson."""
     recipe = built_recipe(out)
-    (manifest,) = [m for m in recipe["Manifests"] if m["Platform"]["architecture"] == ARCH]
+    (manifest,) = [m for m in recipe["Manifests"] if m["Platform"]["architecture"] == (architecture or ARCH)]
     lifecycle = manifest["Lifecycle"]
     defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
     variables = {"work:path": str(work),
                  "artifacts:path": str(next(out.glob(f"artifacts/{COMPONENT}/*"))),
                  "configuration:/install_extras": defaults["install_extras"] if extras is None else extras}
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(work),
-           "LANG": "C.UTF-8", "PIP_NO_INDEX": "1"}  # everything must come from the wheel + site-packages
-    for step_env in (lifecycle.get("Setenv", {}), lifecycle["Install"].get("Setenv", {})):
+    env = {"PATH": os.pathsep.join([str(python_bin or Path(sys.executable).parent), "/usr/bin", "/bin"]),
+           "HOME": str(work), "LANG": "C.UTF-8", "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull,
+           TEGRA_RELEASE_ENV: str(tegra_release or work.parent / "not-a-jetson" / "nv_tegra_release"),
+           **(site_packages_env() if python_bin is None else {})}
+    for step_env in (lifecycle.get("Setenv", {}), lifecycle["install"].get("Setenv", {})):
         env.update({k: interpolate(str(v), variables) for k, v in step_env.items()})
-    script = interpolate(lifecycle["Install"]["Script"], variables)
+    script = interpolate(lifecycle["install"]["Script"], variables)
     start = time.monotonic()
     done = subprocess.run(["sh", "-c", script], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=lifecycle["Install"]["Timeout"], check=False)
+                          timeout=lifecycle["install"]["Timeout"], check=False)
     return done, time.monotonic() - start
+
+
+def venv_python(work: Path, code: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), **site_packages_env()}
+    return subprocess.run([str(work / "venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          env=env, check=False)
+
+
+def requirement_names(path: Path) -> set[str]:
+    return {re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0].lower() for line in path.read_text().splitlines()}
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(ARCH is None, reason=f"no manifest for {platform.machine()}")
-@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum (coreutils) is not installed")
-@pytest.mark.skipif(sys.prefix != sys.base_prefix, reason="inside a virtualenv, a nested --system-site-packages "
-                    "venv cannot see the test environment's packages (onnxruntime, awsiotsdk)")
+@needs_sha256sum
 def test_install_step_creates_the_venv_once_and_reinstalls_on_a_new_wheel(built: Path, tmp_path: Path) -> None:
-    out = tmp_path / "greengrass-build"
-    shutil.copytree(built, out)
-    work = tmp_path / "work"
-    work.mkdir()
+    out, work = copy_build(built, tmp_path)
     venv = work / "venv"
+    plan = work / "install-plan"
 
     first, first_s = run_install(out, work)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "installed yolo_edge-" in first.stdout
-    python = venv / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import yolo_edge, onnxruntime, awsiot; print(yolo_edge.__file__)"],
-                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout
-    assert where.startswith(str(venv)), "the component's package must come from its own venv"
+    assert "not a Jetson" in first.stdout and "numpy:       no extra pin" in first.stdout
+    assert requirement_names(plan / "requirements.txt") == {
+        "numpy", "opencv-python", "pyyaml", "paho-mqtt", "onnxruntime", "awsiotsdk"}
+    assert (plan / "remove.txt").read_text() == ""  # not a Jetson: pip's OpenCV stays
+    where = venv_python(work, "import yolo_edge, onnxruntime, awsiot; print(yolo_edge.__file__)")
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.startswith(str(venv)), "the component's package must come from its own venv"
     assert (venv / "bin" / "yolo-edge").is_file()
     help_text = subprocess.run([str(venv / "bin" / "yolo-edge"), "run", "--help"], capture_output=True, text=True,
-                               env={"PATH": "/usr/bin:/bin", "HOME": str(work)}, check=False)
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(work), **site_packages_env()},
+                               check=False)
     assert help_text.returncode == 0 and "--greengrass" in help_text.stdout, help_text.stderr
     stamp = (venv / ".yolo-edge-installed").read_text()
+    planned = (plan / "requirements.txt").stat().st_mtime_ns
 
     second, second_s = run_install(out, work)
     assert second.returncode == 0, second.stderr
     assert "yolo-edge already installed in" in second.stdout
+    assert "install plan" not in second.stdout, "an unchanged restart must not plan or call pip again"
     assert (venv / ".yolo-edge-installed").read_text() == stamp
-    assert second_s < max(3.0, first_s / 3), f"unchanged restart took {second_s:.1f} s (first {first_s:.1f} s)"
+    assert (plan / "requirements.txt").stat().st_mtime_ns == planned
 
     # A new component version whose wheel differs (same file name) is installed again.
     (wheel,) = out.glob("artifacts/*/*/*.whl")
@@ -270,11 +335,55 @@ def test_install_step_creates_the_venv_once_and_reinstalls_on_a_new_wheel(built:
     assert third.returncode == 0, third.stderr
     assert "installed yolo_edge-" in third.stdout and "yolo-edge already installed in" not in third.stdout
     assert (venv / ".yolo-edge-installed").read_text() != stamp
-    marker = subprocess.run([str(python), "-c", "import yolo_edge._build_marker as m; print(m.MARKER)"],
-                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    marker = venv_python(work, "import yolo_edge._build_marker as m; print(m.MARKER)")
     assert marker.stdout.strip() == "1", marker.stderr
     print(f"\nInstall step: first {first_s:.1f} s, unchanged restart {second_s:.2f} s")
 
     bad, _ = run_install(out, work, extras="onnx;rm -rf /")
     assert bad.returncode == 1
     assert "install_extras: invalid value 'onnx;rm -rf /'" in bad.stderr
+    unknown, _ = run_install(out, work, extras="onnx,onxx")
+    assert unknown.returncode == 2
+    assert "install_extras: unknown extra 'onxx'" in unknown.stderr
+
+
+@pytest.mark.slow
+@needs_sha256sum
+@pytest.mark.parametrize("jetpack", sorted(JETPACKS))
+def test_install_step_on_a_jetpack_asks_pip_for_its_numpy_pin(jetpack: int, built: Path, tmp_path: Path) -> None:
+    python, numpy_below, release_line = JETPACKS[jetpack]
+    python_bin = python_dir(python, tmp_path)
+    if python_bin is None:
+        pytest.skip(f"no Python {python} (JetPack {jetpack}'s) here; .ci/run installs 3.8 with pyenv")
+    release = tmp_path / "nv_tegra_release"
+    release.write_text(release_line)
+    out, work = copy_build(built, tmp_path)
+
+    done, _ = run_install(out, work, architecture="aarch64", python_bin=python_bin, tegra_release=release)
+    assert f"JetPack {jetpack}" in done.stdout and f"numpy<{numpy_below}:" in done.stdout, done.stdout + done.stderr
+    (numpy,) = [line for line in (work / "install-plan" / "requirements.txt").read_text().splitlines()
+                if re.match(r"numpy\b", line)]
+    assert f"<{numpy_below}" in numpy[len("numpy"):].split(",")
+    # The bare interpreter has no system cv2: pip's OpenCV is asked for, with the warning about CSI cameras.
+    assert "opencv-python" in requirement_names(work / "install-plan" / "requirements.txt")
+    assert "CSI cameras (csi://) need JetPack's GStreamer-enabled OpenCV" in done.stdout
+    # The venv is the JetPack's Python and holds the wheel; then pip, with no index, was asked for the pin.
+    version = venv_python(work, "import sys, yolo_edge; print('%d.%d' % sys.version_info[:2])")
+    assert version.stdout.strip() == python, version.stderr
+    assert done.returncode != 0
+    assert re.search(rf"requirement numpy\S*<{re.escape(numpy_below)}\b", done.stderr), done.stderr[-2000:]
+    assert not (work / "venv" / ".yolo-edge-installed").exists()
+
+
+@needs_sha256sum
+def test_install_step_refuses_a_python_the_jetpack_cannot_use(built: Path, tmp_path: Path) -> None:
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    jetpack = next(j for j, (python, _, _) in sorted(JETPACKS.items()) if python != running)
+    release = tmp_path / "nv_tegra_release"
+    release.write_text(JETPACKS[jetpack][2])
+    out, work = copy_build(built, tmp_path)
+    done, _ = run_install(out, work, architecture="aarch64", tegra_release=release)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"JetPack {jetpack} needs its system Python {JETPACKS[jetpack][0]}" in done.stderr
+    assert f"is Python {platform.python_version()}" in done.stderr
+    assert not (work / "venv").exists(), "nothing may be installed for a Python the JetPack cannot use"
