@@ -1,9 +1,11 @@
 """Greengrass IPC transport: commands from and results to AWS IoT Core through the nucleus.
 
-Uses awsiotsdk's `GreengrassCoreIPCClientV2`. The nucleus delivers stream events on its own threads
-(`on_stream_error` even on the IPC network thread), and a blocking IPC call made there deadlocks, so
-every stream callback here only hands work over: commands go straight to `on_command` (which must
-only enqueue), configuration-change events go onto a queue that a worker thread drains.
+Uses awsiotsdk's `GreengrassCoreIPCClientV2`. The client runs stream callbacks on an executor
+(`on_stream_error` on the IPC network thread, where a blocking IPC call deadlocks), so every stream
+callback here only hands work over: commands go straight to `on_command` (which must only enqueue),
+configuration-change events go onto a queue that a worker thread drains. The executor has a single
+worker: with the SDK's default pool, two commands sent back to back could reach the controller in
+the opposite order (start, stop becoming stop, start).
 
 awsiotsdk is imported lazily so that `greengrass_available()` and this module work without it.
 """
@@ -14,8 +16,9 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Dict, Mapping
 
 from .base import CommandHandler, TransportError
 
@@ -24,9 +27,15 @@ log = logging.getLogger(__name__)
 IPC_SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 IPC_TOKEN_ENV = "SVCUID"
 QOS_AT_LEAST_ONCE = "1"  # awsiot.greengrasscoreipc.model.QOS.AT_LEAST_ONCE
+STATE_RUNNING = "RUNNING"  # awsiot.greengrasscoreipc.model.ReportedLifecycleState.RUNNING
 STATE_ERRORED = "ERRORED"  # awsiot.greengrasscoreipc.model.ReportedLifecycleState.ERRORED
+CALLBACK_THREAD_PREFIX = "greengrass-ipc"
+# How long close() waits for the nucleus to confirm that the streams are closed, and for the
+# configuration worker: together well inside the ~1 s that Component.stop leaves the transport.
+STREAM_CLOSE_TIMEOUT_S = 0.5
+WORKER_JOIN_TIMEOUT_S = 0.5
 
-ConfigCallback = Callable[[dict[str, Any]], None]
+ConfigCallback = Callable[[Dict[str, Any]], None]
 
 
 def greengrass_available(environ: Mapping[str, str] | None = None) -> bool:
@@ -36,8 +45,11 @@ def greengrass_available(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def _ipc_error_types() -> tuple[type[BaseException], ...]:
-    """Every exception an IPC call can raise: service errors, stream/connection errors, timeouts."""
-    kinds: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    """Every exception an IPC call can raise: service errors, stream/connection errors, timeouts.
+
+    RuntimeError included: awscrt's native calls raise a bare one, e.g. "4104
+    (AWS_ERROR_EVENT_STREAM_RPC_CONNECTION_CLOSED)" when the connection drops under a call."""
+    kinds: list[type[BaseException]] = [TimeoutError, ConnectionError, RuntimeError]
     try:
         from awscrt.exceptions import AwsCrtError
         from awsiot.eventstreamrpc import (
@@ -79,6 +91,33 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class _CallbackExecutor(ThreadPoolExecutor):
+    """One worker, so stream events reach the component in the order the nucleus sent them.
+
+    A callback submitted after shutdown (a stream the nucleus closes while the client is closing)
+    is dropped: awsiotsdk would otherwise log the RuntimeError with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix=CALLBACK_THREAD_PREFIX)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:  # type: ignore[override]
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:
+            log.debug("IPC callback %r arrived after shutdown; dropped", fn)
+            dropped: Future = Future()
+            dropped.cancel()
+            return dropped
+
+
+class _Stream:
+    """An open IPC stream operation and the event its on_stream_closed callback sets."""
+
+    def __init__(self, operation: Any, closed: threading.Event) -> None:
+        self.operation = operation
+        self.closed = closed
+
+
 class GreengrassTransport:
     """Transport over Greengrass IPC: subscribe/publish to IoT Core, configuration, lifecycle state.
 
@@ -103,6 +142,7 @@ class GreengrassTransport:
         self._config_events: queue.Queue[bool] = queue.Queue()
         self._config_operation: Any = None
         self._config_worker: threading.Thread | None = None
+        self._streams: list[_Stream] = []  # every stream opened and not yet seen closed
 
     # -- client --------------------------------------------------------------------------------------
 
@@ -125,9 +165,11 @@ class GreengrassTransport:
         except ImportError as exc:
             raise TransportError(
                 "Greengrass IPC needs awsiotsdk: pip install 'yolo-edge[greengrass]'") from exc
+        executor = _CallbackExecutor()
         try:
-            return GreengrassCoreIPCClientV2()
+            return GreengrassCoreIPCClientV2(executor=executor)
         except Exception as exc:  # connect() raises CRT, timeout and KeyError alike
+            executor.shutdown(wait=False)
             raise TransportError(f"cannot connect to the Greengrass nucleus over IPC: {_describe(exc)}") from exc
 
     def _call(self, what: str, function: Callable[..., Any], **kwargs: Any) -> Any:
@@ -148,6 +190,7 @@ class GreengrassTransport:
             self._on_command = on_command
             topic, self._pending_topic = self._pending_topic or input_topic, None
             self._subscribe(topic)
+        self._report_running()
 
     def set_input_topic(self, topic: str) -> None:
         """Move the command subscription to `topic`: subscribe the new one, then drop the old one."""
@@ -174,23 +217,31 @@ class GreengrassTransport:
         return not self._closed and self._subscription_alive
 
     def close(self) -> None:
-        """Unsubscribe, stop the configuration worker and close the IPC connection. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            client = self._client
-            operations = [self._subscription, self._config_operation]
-            self._subscription = self._config_operation = None
-            self._subscription_alive = False
+        """Unsubscribe, stop the configuration worker and close the IPC connection. Idempotent.
+
+        The streams are closed, and their closing confirmed, before the client: a stream still open
+        when the client closes would deliver its on_stream_closed to an executor already shut down."""
+        # A subscription change in progress finishes first, so that its stream is closed too.
+        changing = self._topic_lock.acquire(timeout=STREAM_CLOSE_TIMEOUT_S)
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                client, streams = self._client, self._streams
+                self._streams = []
+                self._subscription = self._config_operation = None
+                self._subscription_alive = False
+        finally:
+            if changing:
+                self._topic_lock.release()
         self._config_events.put(False)  # wakes the worker so it can exit
-        for operation in operations:
-            self._close_operation(operation)
+        self._close_streams(streams)
         if self._config_worker is not None and self._config_worker is not threading.current_thread():
-            self._config_worker.join(timeout=5)
+            self._config_worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
         if client is not None:
             try:
-                client.close()
+                client.close()  # also shuts the callback executor down, after its queued callbacks
             except Exception as exc:  # closing must not fail shutdown
                 log.warning("closing the IPC client failed: %s", _describe(exc))
 
@@ -212,11 +263,9 @@ class GreengrassTransport:
         if self._config_worker is not None:
             raise TransportError("watch_configuration may be called only once")
         client = self._ipc()
-        _response, operation = self._call(
-            "subscribe_to_configuration_update", client.subscribe_to_configuration_update,
-            key_path=[], on_stream_event=self._on_config_event,
-            on_stream_error=self._on_stream_error("configuration update"),
-            on_stream_closed=lambda: log.info("configuration update stream closed"))
+        operation = self._open_stream(
+            "subscribe_to_configuration_update", "configuration update", client.subscribe_to_configuration_update,
+            self._on_config_event, lambda: log.info("configuration update stream closed"), key_path=[])
         self._config_operation = operation
         self._config_worker = threading.Thread(
             target=self._config_loop, args=(callback,), name="greengrass-config", daemon=True)
@@ -226,6 +275,15 @@ class GreengrassTransport:
         """Tell the nucleus this component is ERRORED (it runs the Recover step, then restarts it)."""
         client = self._ipc()
         self._call("update_state(ERRORED)", client.update_state, state=STATE_ERRORED)
+
+    def _report_running(self) -> None:
+        """Tell the nucleus the component is RUNNING: it takes commands from now on. A nucleus that
+        refuses this only loses a state report; the component runs on."""
+        try:
+            client = self._ipc()
+            self._call("update_state(RUNNING)", client.update_state, state=STATE_RUNNING)
+        except TransportError as exc:
+            log.warning("could not report RUNNING to the nucleus: %s", exc)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -241,10 +299,9 @@ class GreengrassTransport:
                 log.warning("IoT Core subscription to %r closed by the nucleus", topic)
 
         operation_box: list[Any] = [None]
-        _response, operation = self._call(
-            f"subscribe to {topic!r}", client.subscribe_to_iot_core,
-            topic_name=topic, qos=QOS_AT_LEAST_ONCE, on_stream_event=on_message,
-            on_stream_error=self._on_stream_error(f"subscription to {topic!r}"), on_stream_closed=on_closed)
+        operation = self._open_stream(f"subscribe to {topic!r}", f"subscription to {topic!r}",
+                                      client.subscribe_to_iot_core, on_message, on_closed,
+                                      topic_name=topic, qos=QOS_AT_LEAST_ONCE)
         operation_box[0] = operation
         with self._lock:
             previous, self._subscription = self._subscription, operation
@@ -293,12 +350,45 @@ class GreengrassTransport:
             try:
                 mapping = self.read_configuration()
             except TransportError as exc:
+                if self._closed:
+                    return  # the transport closed during the read
                 log.error("re-reading the configuration after an update failed: %s", exc)
                 continue
             try:
                 callback(mapping)
             except Exception:
                 log.exception("configuration callback failed")
+
+    def _open_stream(self, what: str, stream_name: str, function: Callable[..., Any],
+                     on_event: Callable[[Any], None], on_closed: Callable[[], None], **kwargs: Any) -> Any:
+        """Start a streaming operation; it is remembered until its on_stream_closed has run."""
+        closed = threading.Event()
+
+        def on_stream_closed() -> None:
+            try:
+                on_closed()
+            finally:
+                closed.set()
+
+        _response, operation = self._call(what, function, on_stream_event=on_event,
+                                          on_stream_error=self._on_stream_error(stream_name),
+                                          on_stream_closed=on_stream_closed, **kwargs)
+        with self._lock:
+            self._streams = [stream for stream in self._streams if not stream.closed.is_set()]
+            self._streams.append(_Stream(operation, closed))
+        return operation
+
+    def _close_streams(self, streams: list[_Stream]) -> None:
+        """Close `streams` and wait (bounded) until the client has run their on_stream_closed."""
+        for stream in streams:
+            if not stream.closed.is_set():
+                self._close_operation(stream.operation)
+        if threading.current_thread().name.startswith(CALLBACK_THREAD_PREFIX):
+            return  # the callbacks would run on this very thread, after we return
+        deadline = time.monotonic() + STREAM_CLOSE_TIMEOUT_S
+        for stream in streams:
+            if not stream.closed.wait(max(0.0, deadline - time.monotonic())):
+                log.debug("an IPC stream did not confirm closing within %.1f s", STREAM_CLOSE_TIMEOUT_S)
 
     def _close_operation(self, operation: Any) -> None:
         if operation is None:
