@@ -122,6 +122,67 @@ def test_live_source_reconnects_with_backoff_and_reports_lost_then_restored(stre
         source.close()
 
 
+def test_a_paused_live_source_lets_go_of_the_stream_and_resumes_on_a_new_connection(stream):
+    source = LiveSource(stream.url, "stream under test")
+    events: list[SourceEvent] = []
+    source.on_event = events.append
+    try:
+        assert source.read() is not None
+        source.pause()
+        wait_until(lambda: stream.open_clients() == 0, 5, "the paused source to close the stream")
+        captured, sent = source.frames_captured, stream.frames_sent
+        handed_out: list[Any] = []
+        consumer = threading.Thread(target=lambda: handed_out.append(source.read()))
+        consumer.start()
+        time.sleep(0.5)
+        assert not handed_out, "a paused source hands out no frame"
+        assert (source.frames_captured, stream.frames_sent) == (captured, sent), "nothing read while paused"
+
+        source.resume()
+        consumer.join(5)
+        assert handed_out and handed_out[0] is not None
+        assert frame_index(handed_out[0]) < 30, "the first frame after a pause comes from a new connection"
+        assert stream.connections == 2 and (source.pauses, source.opens) == (1, 2)
+        assert events == [], "a pause is not an outage"
+    finally:
+        source.close()
+    wait_until(lambda: not reader_threads(), 2, "the reader thread to end")
+
+
+def test_a_live_source_paused_before_its_first_read_releases_the_stream(stream):
+    """The controller pauses a source it reopens while paused (a configuration change)."""
+    source = open_source(stream.url)
+    try:
+        assert stream.connections == 1
+        source.pause()
+        wait_until(lambda: stream.open_clients() == 0, 5, "the paused source to close the stream")
+        source.resume()
+        assert source.read() is not None and stream.connections == 2
+    finally:
+        source.close()
+
+
+def test_a_live_source_paused_during_an_outage_makes_no_attempt_until_resumed(stream):
+    events: list[SourceEvent] = []
+    source = LiveSource(stream.url, "stream under test", reconnect_initial_s=0.1, reconnect_max_s=0.2)
+    source.on_event = events.append
+    try:
+        assert source.read() is not None
+        stream.stop()
+        wait_until(lambda: [e.kind for e in events] == ["lost"], 10, "source lost")
+        source.pause()
+        time.sleep(0.3)  # an attempt under way when the pause came ends
+        attempts = source.reconnect_attempts
+        stream.start()
+        time.sleep(1.0)  # unpaused, 0.2 s backoff: about five attempts, the first one a success
+        assert source.reconnect_attempts == attempts and stream.connections == 1, "reconnected while paused"
+        source.resume()
+        assert source.read() is not None
+        assert [e.kind for e in events] == ["lost", "restored"] and stream.connections == 2
+    finally:
+        source.close()
+
+
 def test_closing_a_live_source_during_an_outage_returns_at_once(stream):
     source = LiveSource(stream.url, "stream under test")
     assert source.read() is not None

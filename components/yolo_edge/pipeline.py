@@ -5,7 +5,8 @@ Files and folders lose no frame (the feeder waits for room). Live sources keep t
 frame (see `sources.LiveSource`); the feeder holds at most one prepared live frame, taken from the
 source only when there is room for it, so inference never works through a stale backlog. Frames
 the source overwrote unread, and prepared frames that a pause made stale, count as
-`frames_dropped`.
+`frames_dropped`. While paused the feeder neither reads nor prepares a frame, and a live source
+lets go of its device or stream.
 """
 
 from __future__ import annotations
@@ -71,19 +72,21 @@ class FrameFeeder:
         return self
 
     def pause(self) -> None:
+        """Stop reading and preparing frames; a live source also lets go of its device or stream."""
         with self._cond:
             self._paused = True
         if hasattr(self.source, "pause"):
             self.source.pause()
 
     def resume(self) -> None:
+        resumed_at = time.monotonic()  # before the source can capture its first frame after the pause
         if hasattr(self.source, "resume"):
             self.source.resume()
         with self._cond:
             self._paused = False
             if self.source.live:
                 # A frame prepared before the pause is as old as the pause: drop it.
-                self._resumed_at = time.monotonic()
+                self._resumed_at = resumed_at
                 self._stale += sum(1 for item in self._items if item.prepared is not None)
                 self._items = deque(item for item in self._items if item.prepared is None)
             self._cond.notify_all()
