@@ -151,8 +151,16 @@ def test_model_component_dependency_is_opt_in(project: tuple[Path, Path]) -> Non
     recipe = built_recipe(root / "greengrass-build")
     assert recipe["ComponentDependencies"] == {
         "com.yoloedge.model": {"VersionRequirement": ">=1.0.0 <2.0.0", "DependencyType": "HARD"}}
-    for manifest in recipe["Manifests"]:
-        assert manifest["Lifecycle"]["Setenv"]["YOLO_EDGE_MODEL_DIR"] == "{com.yoloedge.model:artifacts:path}"
+    source = yaml.safe_load((REPO / "recipe.yaml").read_text())
+    for manifest, source_manifest in zip(recipe["Manifests"], source["Manifests"]):
+        # Nucleus lite interpolates {kernel:rootPath} but not {<dependency>:artifacts:path}; recipe keys
+        # are case-sensitive there, so the recipe's own Setenv key is extended, never a second one added.
+        (setenv_key,) = [k for k in manifest["Lifecycle"] if k.lower() == "setenv"]
+        assert [k for k in source_manifest["Lifecycle"] if k.lower() == "setenv"] in ([], [setenv_key])
+        setenv = manifest["Lifecycle"][setenv_key]
+        assert setenv["YOLO_EDGE_MODEL_DIR"] == "{kernel:rootPath}/packages/artifacts/com.yoloedge.model"
+        assert {k: v for k, v in setenv.items() if k != "YOLO_EDGE_MODEL_DIR"} == \
+            source_manifest["Lifecycle"].get(setenv_key, {})
     done = run_build("--project-dir", str(root), "--wheel", str(wheel), env={"YOLO_EDGE_MODEL_COMPONENT": ""})
     assert "ComponentDependencies" not in built_recipe(root / "greengrass-build")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_cloud_publish_uploads_hashes_and_creates_the_next_patch(models: list[Pa
     assert recipe["RecipeFormatVersion"] == "2020-01-25"
     assert recipe["ComponentName"] == NAME and recipe["ComponentVersion"] == "1.0.11"
     (manifest,) = recipe["Manifests"]
-    assert manifest["Platform"] == {"os": "linux"}
+    assert manifest["Platform"] == {"os": "linux", "runtime": "*"}  # "*": the Java nucleus and nucleus lite
     assert manifest["Artifacts"] == [
         {"URI": f"s3://my-bucket/{NAME}/1.0.11/{p.name}", "Permission": {"Read": "ALL"}} for p in models]
     assert not manifest["Lifecycle"]
@@ -152,6 +153,64 @@ def test_an_existing_version_is_refused_before_uploading(models: list[Path],
         clients.assert_done()  # no put_object, no create_component_version
     assert code == 1
     assert "2.0.0 already exists" in capsys.readouterr().err
+
+
+def published_recipe(models: list[Path], version: str, *, changed: bool = False) -> bytes:
+    files = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": str(p.stat().st_size)}
+             for p in models]
+    if changed:
+        files[0]["sha256"] = "0" * 64
+    return yaml.safe_dump({"RecipeFormatVersion": "2020-01-25", "ComponentName": NAME, "ComponentVersion": version,
+                           "ComponentConfiguration": {"DefaultConfiguration": {"files": files}},
+                           "Manifests": [{"Platform": {"os": "linux", "runtime": "*"}, "Lifecycle": {}}]}).encode()
+
+
+def test_reuse_existing_keeps_a_version_with_the_same_files(models: list[Path],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    version_arn = f"{COMPONENT_ARN}:versions:1.0.4"
+    with Clients() as clients:
+        gg = clients.stubs["greengrassv2"]
+        gg.add_response("list_component_versions", {"componentVersions": [
+            {"componentName": NAME, "componentVersion": v, "arn": f"{COMPONENT_ARN}:versions:{v}"}
+            for v in ("1.0.4", "1.0.3")]}, {"arn": COMPONENT_ARN})
+        gg.add_response("describe_component", {"arn": version_arn, "status": {"componentState": "DEPLOYABLE"}},
+                        {"arn": version_arn})
+        gg.add_response("get_component", {"recipeOutputFormat": "YAML", "recipe": published_recipe(models, "1.0.4")},
+                        {"arn": version_arn, "recipeOutputFormat": "YAML"})
+        code = publisher.main([*map(str, models), "--bucket", "b", "--region", "eu-west-1", "--reuse-existing",
+                               "--json"], client_factory=clients.factory)
+        clients.assert_done()  # no put_object, no create_component_version
+    out = capsys.readouterr().out
+    assert code == 0
+    assert json.loads(out.splitlines()[-1]) == {
+        "component": NAME, "version": "1.0.4", "arn": version_arn, "state": "DEPLOYABLE", "reused": True,
+        "files": [p.name for p in models]}
+    assert "model_loc: 1.0.4/yolov8n.onnx" in out
+
+
+def test_reuse_existing_publishes_the_next_patch_when_a_file_changed(models: list[Path],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    version_arn = f"{COMPONENT_ARN}:versions:1.0.4"
+    with Clients() as clients:
+        gg = clients.stubs["greengrassv2"]
+        gg.add_response("list_component_versions", {"componentVersions": [
+            {"componentName": NAME, "componentVersion": "1.0.4", "arn": version_arn}]}, {"arn": COMPONENT_ARN})
+        gg.add_response("describe_component", {"arn": version_arn, "status": {"componentState": "DEPLOYABLE"}},
+                        {"arn": version_arn})
+        gg.add_response("get_component", {"recipeOutputFormat": "YAML",
+                                          "recipe": published_recipe(models, "1.0.4", changed=True)},
+                        {"arn": version_arn, "recipeOutputFormat": "YAML"})
+        expect_uploads(clients, models, "1.0.5", bucket="b")
+        gg.add_response("create_component_version", {
+            "arn": f"{COMPONENT_ARN}:versions:1.0.5", "componentName": NAME, "componentVersion": "1.0.5",
+            "creationTimestamp": "2024-01-01T00:00:00Z", "status": {"componentState": "DEPLOYABLE"}},
+            {"inlineRecipe": ANY})
+        code = publisher.main([*map(str, models), "--bucket", "b", "--region", "eu-west-1", "--reuse-existing",
+                               "--json"], client_factory=clients.factory)
+        clients.assert_done()
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (result["version"], result["reused"], result["state"]) == ("1.0.5", False, "DEPLOYABLE")
 
 
 def test_local_layout_for_greengrass_cli(models: list[Path], tmp_path: Path) -> None:

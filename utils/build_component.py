@@ -16,9 +16,12 @@ URI in GDK's `s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/<file>` form (pu
 The version is gdk-config's (semver, or NEXT_PATCH, which is kept literally as GDK does: only
 `gdk component publish` resolves it, and local deployments need a real version).
 
-`--model-component ">=1.0.0 <2.0.0"` (or YOLO_EDGE_MODEL_COMPONENT) adds a dependency on the model
-component com.yoloedge.model and sets YOLO_EDGE_MODEL_DIR to its artifact folder, so a relative
-`model_loc` names a file shipped by that component.
+`--model-component ">=1.0.0"` (or YOLO_EDGE_MODEL_COMPONENT) adds a HARD dependency on the model
+component com.yoloedge.model (deployed, and its files downloaded, before this component starts) and
+sets YOLO_EDGE_MODEL_DIR to the folder that holds that component's artifacts, one sub-folder per
+version: `model_loc: 1.0.3/yolov8n.onnx` names a file of model version 1.0.3. The folder is spelt
+`{kernel:rootPath}/packages/artifacts/com.yoloedge.model`, a variable both the Java nucleus and
+nucleus lite interpolate (nucleus lite does not interpolate `{<dependency>:artifacts:path}`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ NEXT_PATCH = "NEXT_PATCH"
 URI_PREFIX = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/"
 MODEL_COMPONENT = "com.yoloedge.model"
 MODEL_DIR_ENV = "YOLO_EDGE_MODEL_DIR"
+MODEL_DIR_VALUE = "{kernel:rootPath}/packages/artifacts/" + MODEL_COMPONENT
 MAX_RECIPE_BYTES = 16000
 # What goes into the wheel's source tree; everything else (tests, models, build output) stays out.
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in", "components")
@@ -139,12 +143,14 @@ def set_wheel_artifact(recipe: dict[str, Any], wheel_name: str) -> int:
 
 
 def add_model_dependency(recipe: dict[str, Any], requirement: str) -> None:
-    """Depend on the model component and export its artifact folder as YOLO_EDGE_MODEL_DIR."""
+    """Depend on the model component and export its artifacts folder as YOLO_EDGE_MODEL_DIR."""
     recipe.setdefault("ComponentDependencies", {})[MODEL_COMPONENT] = {
         "VersionRequirement": requirement, "DependencyType": "HARD"}
     for manifest in recipe["Manifests"]:
         lifecycle = manifest.setdefault("Lifecycle", {})
-        lifecycle.setdefault("Setenv", {})[MODEL_DIR_ENV] = "{" + MODEL_COMPONENT + ":artifacts:path}"
+        # Keys are case-sensitive on nucleus lite: reuse the recipe's own spelling of Setenv.
+        key = next((k for k in lifecycle if k.lower() == "setenv"), "Setenv")
+        lifecycle.setdefault(key, {})[MODEL_DIR_ENV] = MODEL_DIR_VALUE
 
 
 class _RecipeDumper(yaml.SafeDumper):
@@ -218,8 +224,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="component version instead of gdk-config.json's (semver or NEXT_PATCH)")
     parser.add_argument("--model-component", default=os.environ.get("YOLO_EDGE_MODEL_COMPONENT") or None,
                         metavar="REQUIREMENT",
-                        help=f"depend on {MODEL_COMPONENT} with this version requirement, e.g. '>=1.0.0 <2.0.0' "
-                             "(default: $YOLO_EDGE_MODEL_COMPONENT; none)")
+                        help=f"depend on {MODEL_COMPONENT} with this version requirement, e.g. '>=1.0.0'; "
+                             f"YOLO_EDGE_MODEL_DIR is then {MODEL_DIR_VALUE} and model_loc "
+                             "<model version>/<file> (default: $YOLO_EDGE_MODEL_COMPONENT; none)")
     parser.add_argument("--wheel", type=Path, default=None,
                         help="use this already built wheel instead of building one")
     parser.add_argument("--no-build-isolation", action="store_true",

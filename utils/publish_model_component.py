@@ -3,7 +3,8 @@
 
 A model component has no process: its artifacts are the model files, each with its SHA-256 in the
 component's configuration. The inference component, built with `--model-component`, depends on it
-and finds the files under YOLO_EDGE_MODEL_DIR, so `model_loc: yolov8n.onnx` picks one of them.
+and finds them under YOLO_EDGE_MODEL_DIR (the model component's artifacts folder, one sub-folder per
+version), so `model_loc: 1.0.3/yolov8n.onnx` picks one of them.
 
     # cloud: upload to s3://BUCKET/<name>/<version>/<file>, then CreateComponentVersion
     python3 utils/publish_model_component.py models/yolov8n.onnx --bucket my-artifacts --region eu-west-1
@@ -11,6 +12,10 @@ and finds the files under YOLO_EDGE_MODEL_DIR, so `model_loc: yolov8n.onnx` pick
     python3 utils/publish_model_component.py models/yolov8n.onnx --local model-build --version 1.0.0
 
 Without --version the cloud version is the next patch after the highest existing one (1.0.0 first).
+With --reuse-existing, a highest existing version that is DEPLOYABLE and ships the same files (names
+and SHA-256) is used as it is: nothing is uploaded or created. --json prints the result as one JSON
+line (component, version, arn, state, reused, files) for scripts such as utils/deploy-gdk-build.sh.
+An existing version is never overwritten: its artifacts in S3 are what devices check against.
 The device's token exchange role needs s3:GetObject on the bucket (see docs/greengrass-deploy.md).
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -141,6 +147,22 @@ def existing_versions(gg: Any, arn: str) -> list[str]:
     return versions
 
 
+def highest_version(versions: list[str]) -> str | None:
+    numbered = [(tuple(int(p) for p in v.split("-")[0].split(".")), v) for v in versions
+                if SEMVER.match(v.split("-")[0])]
+    return max(numbered)[1] if numbered else None
+
+
+def same_files(gg: Any, version_arn: str, models: list[ModelFile]) -> bool:
+    """Whether the published version at `version_arn` is DEPLOYABLE and ships exactly these files."""
+    if gg.describe_component(arn=version_arn).get("status", {}).get("componentState") != "DEPLOYABLE":
+        return False
+    recipe = yaml.safe_load(gg.get_component(arn=version_arn, recipeOutputFormat="YAML")["recipe"])
+    files = ((recipe or {}).get("ComponentConfiguration") or {}).get("DefaultConfiguration", {}).get("files") or []
+    published = sorted((f.get("name"), f.get("sha256")) for f in files if isinstance(f, dict))
+    return published == sorted((m.name, m.sha256) for m in models)
+
+
 def wait_deployable(gg: Any, arn: str, timeout_s: float, *, sleep: Callable[[float], None] = time.sleep,
                     clock: Callable[[], float] = time.monotonic, interval_s: float = 3.0) -> dict[str, Any]:
     """Poll describe_component until the version is DEPLOYABLE or FAILED (or the timeout passes)."""
@@ -154,13 +176,19 @@ def wait_deployable(gg: Any, arn: str, timeout_s: float, *, sleep: Callable[[flo
 
 def publish_cloud(models: list[ModelFile], *, name: str, version: str | None, bucket: str, region: str,
                   client_factory: ClientFactory, wait_s: float, sleep: Callable[[float], None] = time.sleep,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, reuse_existing: bool = False) -> dict[str, Any]:
     sts = client_factory("sts", region)
     gg = client_factory("greengrassv2", region)
-    s3 = client_factory("s3", region)
     account = sts.get_caller_identity()["Account"]
     component_arn = f"arn:aws:greengrass:{region}:{account}:components:{name}"
     versions = existing_versions(gg, component_arn)
+    latest = highest_version(versions)
+    if reuse_existing and not version and latest:
+        latest_arn = f"{component_arn}:versions:{latest}"
+        if same_files(gg, latest_arn, models):
+            log(f"{name} {latest} already ships these files; reusing it")
+            return {"arn": latest_arn, "version": latest, "state": "DEPLOYABLE", "reused": True}
+    s3 = client_factory("s3", region)
     version = version or next_patch(versions)
     if version in versions:
         raise PublishError(f"{name} {version} already exists in {region}; pass a new --version or omit it "
@@ -180,7 +208,7 @@ def publish_cloud(models: list[ModelFile], *, name: str, version: str | None, bu
         status = wait_deployable(gg, created["arn"], wait_s, sleep=sleep)
     if status.get("componentState") == "FAILED":
         raise PublishError(f"{name} {version} failed: {status.get('message')} {status.get('errors') or ''}".strip())
-    return {"arn": created["arn"], "version": version, "state": status.get("componentState")}
+    return {"arn": created["arn"], "version": version, "state": status.get("componentState"), "reused": False}
 
 
 def boto3_client(service: str, region: str) -> Any:
@@ -205,6 +233,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write DIR/recipes and DIR/artifacts for a local deployment instead")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
                         help="AWS region (default: $AWS_REGION, then $AWS_DEFAULT_REGION)")
+    parser.add_argument("--reuse-existing", action="store_true",
+                        help="cloud: when the highest existing version is DEPLOYABLE and ships the same files "
+                             "(names and SHA-256), use it instead of publishing a new version")
+    parser.add_argument("--json", action="store_true",
+                        help="also print the result as one JSON line: component, version, arn, state, reused, files")
     parser.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
                         help="wait up to this long for the version to become DEPLOYABLE; 0 = do not wait "
                              "(default: %(default)s)")
@@ -225,11 +258,14 @@ def main(argv: list[str] | None = None, client_factory: ClientFactory = boto3_cl
             recipe = publish_local(models, args.local, args.name, version)
             print(f"wrote {recipe} and {args.local / 'artifacts' / args.name / version}")
             print(f"deploy on the device with: utils/local_deploy.sh --model-dir {args.local}")
+            if args.json:
+                print_json({"version": version, "arn": None, "state": "LOCAL", "reused": False}, args.name, models)
             return 0
         if not args.region:
             raise PublishError("no AWS region: pass --region or set AWS_REGION")
         result = publish_cloud(models, name=args.name, version=version, bucket=args.bucket, region=args.region,
-                               client_factory=client_factory, wait_s=args.wait, sleep=sleep)
+                               client_factory=client_factory, wait_s=args.wait, sleep=sleep,
+                               reuse_existing=args.reuse_existing)
     except PublishError as exc:
         print(f"publish_model_component: error: {exc}", file=sys.stderr)
         return 1
@@ -237,9 +273,16 @@ def main(argv: list[str] | None = None, client_factory: ClientFactory = boto3_cl
         print(f"publish_model_component: AWS error: {exc}", file=sys.stderr)
         return 1
     print(f"{result['arn']} is {result['state']}")
-    print(f"deploy it with: utils/deploy-gdk-build.sh (inference built with --model-component) or add "
-          f"{args.name}={result['version']} to a deployment")
+    print(f"deploy it with: utils/deploy-gdk-build.sh --model FILE (publishes and deploys in one go) or add "
+          f"{args.name}={result['version']} to a deployment of an inference component built with "
+          f"--model-component; model_loc: {result['version']}/{models[0].name}")
+    if args.json:
+        print_json(result, args.name, models)
     return 0
+
+
+def print_json(result: dict[str, Any], name: str, models: list[ModelFile]) -> None:
+    print(json.dumps({"component": name, **result, "files": [m.name for m in models]}))
 
 
 if __name__ == "__main__":
