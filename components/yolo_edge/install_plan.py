@@ -486,7 +486,9 @@ def make_plan(device: Device, extras: Sequence[str], metadata: WheelMetadata | N
     facts = probe() if device.jetpack is not None else {}
     pins = _numpy_choice(device, facts, plan)
     keep_system_opencv = _opencv_choice(device, facts, plan)
-    wanted = active_requirements(metadata, extras) if metadata else []
+    env = {**marker_environment(), "python_version": ".".join(map(str, python_version[:2])),
+           "python_full_version": ".".join(map(str, python_version[:3]))}
+    wanted = active_requirements(metadata, extras, env) if metadata else []
 
     def asks_for(projects: set[str], extra_names: set[str]) -> bool:  # without a wheel: by extra name
         return any(r.key in projects for r in wanted) if metadata else bool(extra_names & set(extras))
