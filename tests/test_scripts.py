@@ -766,6 +766,24 @@ def test_local_deploy_of_a_real_build(tmp_path: Path) -> None:
     assert stubs.argv("greengrass-cli")[0][-2:] == ["--merge", f"{COMPONENT}=1.4.2"]
 
 
+def test_local_deploy_of_real_builds_with_the_model_component(tmp_path: Path) -> None:
+    """build_component.py --model-component + publish_model_component.py --local, as the docs walk through."""
+    wheel = tmp_path / "yolo_edge-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"not used")
+    build = subprocess.run([sys.executable, str(UTILS / "build_component.py"), "--wheel", str(wheel),
+                            "--output-dir", str(tmp_path / "greengrass-build"), "--version", "1.4.2",
+                            "--model-component", ">=1.0.0"], capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stderr
+    publish_local_model(tmp_path)
+    stubs, env = local_stubs(tmp_path)
+    done = stubs.run(LOCAL, "--model-dir", "model-build", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    args = stubs.argv("greengrass-cli")[0]
+    assert args[args.index("--merge"):] == [
+        "--merge", f"{COMPONENT}=1.4.2", "--merge", "com.yoloedge.model=1.0.0", "--update-config",
+        json.dumps({COMPONENT: {"MERGE": {"model_loc": "1.0.0/yolov8n.onnx"}}})]
+
+
 def publish_local_model(tmp_path: Path) -> Path:
     model = tmp_path / "yolov8n.onnx"
     model.write_bytes(b"onnx bytes")
