@@ -475,11 +475,11 @@ class FakeContext:
         if engine.profile is None:
             return shape == engine.shapes[engine.input_name]
         low, _, high = engine.profile
-        if len(shape) != 4 or not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high, strict=True)):
+        if len(shape) != 4 or not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high)):
             return False
         self.shapes[engine.input_name] = shape
         probe = engine.session.run(None, {engine.input_name: np.zeros(shape, np.float32)})
-        self.shapes.update({name: tuple(out.shape) for name, out in zip(engine.output_names, probe, strict=True)})
+        self.shapes.update({name: tuple(out.shape) for name, out in zip(engine.output_names, probe)})
         return True
 
     def _execute(self, addresses: dict[str, int], stream_handle: int) -> bool:
@@ -503,7 +503,7 @@ class FakeContext:
             name = engine.input_name
             tensor = np.frombuffer(bytes(buffers[name]), engine.dtypes[name]).reshape(self.shapes[name])
             outputs = engine.session.run(engine.output_names, {name: tensor.astype(np.float32)})
-            for out_name, value in zip(engine.output_names, outputs, strict=True):
+            for out_name, value in zip(engine.output_names, outputs):
                 buffers[out_name][:] = value.astype(engine.dtypes[out_name]).tobytes()
 
         stream.enqueue(run)
@@ -552,7 +552,7 @@ class FakeContext8(FakeContext):
         if len(bindings) != len(self.engine.names):
             raise FakeCudaError(f"execute_async_v2 got {len(bindings)} bindings, the engine has "
                                 f"{len(self.engine.names)}")
-        return self._execute(dict(zip(self.engine.names, bindings, strict=True)), stream_handle)
+        return self._execute(dict(zip(self.engine.names, bindings)), stream_handle)
 
 
 class FakeEngine10(FakeEngine):
@@ -630,7 +630,7 @@ def make_tensorrt(gpu: FakeGpu, generation: int = 10, version: str | None = None
             trt.runtimes.append(self)
 
         def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
-            if not isinstance(data, bytes | bytearray | memoryview):
+            if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"deserialize_cuda_engine takes bytes, got {type(data).__name__}")
             data = bytes(data)
             if not data.startswith(ENGINE_MAGIC):

@@ -16,9 +16,7 @@ from yolo_edge.config import Config
 from yolo_edge.predictor import load_predictor
 from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 
-pytestmark = pytest.mark.runtime
-
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.runtime, pytest.mark.integration]
 
 
 class Operator:

@@ -80,7 +80,7 @@ def real_frames() -> list[np.ndarray]:
 
 def assert_same_polygons(got: list[np.ndarray], want: list[np.ndarray]) -> None:
     assert len(got) == len(want)
-    for a, b in zip(got, want, strict=True):
+    for a, b in zip(got, want):
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_array_equal(a, b)
 

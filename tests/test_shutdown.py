@@ -16,9 +16,7 @@ import pytest
 from mjpeg_server import MjpegServer
 from test_faults import IN, OUT, Listener, is_state, is_status, is_type
 
-pytestmark = pytest.mark.runtime
-
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.runtime, pytest.mark.integration]
 
 GREENGRASS_GRACE_S = 5.0
 EXIT_BUDGET_S = 4.5  # what we allow ourselves of Greengrass' grace, leaving room for a loaded machine
