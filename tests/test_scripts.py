@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -263,6 +264,13 @@ def test_provisioning_full_run_with_defaults(tmp_path: Path) -> None:
     assert stubs.argv("unzip") == [["-q", "-o", f"{installer}.zip", "-d", str(installer)]]
     assert "s3:GetObject" in done.stdout and "arn:aws:s3:::my-artifacts/*" in done.stdout
     assert "warning" not in done.stdout
+    # The command it prints for the workstation is a valid IAM PutRolePolicy call with a JSON policy.
+    printed = done.stdout[done.stdout.index("aws iam put-role-policy"):].split("\n\n")[0].replace("\\\n", " ")
+    command = shlex.split(printed)
+    assert stub_module().check_aws(command[1:]) == []
+    policy = json.loads(command[command.index("--policy-document") + 1])
+    assert policy["Statement"] == [{"Effect": "Allow", "Action": ["s3:GetObject"],
+                                    "Resource": "arn:aws:s3:::my-artifacts/*"}]
 
 
 def test_provisioning_flags_win_over_environment_and_skip_what_exists(tmp_path: Path) -> None:
