@@ -151,7 +151,12 @@ def test_install_plain_linux_installs_only_missing_base_packages(tmp_path: Path)
 
 
 def test_install_on_a_jetson_adds_tensorrt_and_torch_packages(tmp_path: Path) -> None:
+    """JetPack 5 needs its system Python 3.8 as python3 (tests/test_install_dependencies.py: the plan)."""
+    pythons = sorted((Path.home() / ".pyenv" / "versions").glob("3.8.*/bin/python3"))
+    if not pythons:
+        pytest.skip("no Python 3.8 (JetPack 5's) here; .ci/run installs it with pyenv")
     stubs = Stubs(tmp_path, INSTALL_STUBS)
+    (stubs.bin / "python3").symlink_to(pythons[-1].resolve())
     stubs.on("id", args=["-u"], stdout="0\n")
     stubs.on("dpkg-query", args=["-W", "-f=${Version}", "nvidia-jetpack"], stdout="5.1.2-b104")
     not_installed_by_default(stubs)
