@@ -286,7 +286,7 @@ def test_failed_swap_keeps_running_then_start_retries_the_configured_model(broke
         listener.wait_for(is_type("frame"))
 
         mark = listener.mark()
-        component.submit_config(config.to_mapping() | {"model_loc": str(late)})
+        component.submit_config({**config.to_mapping(), "model_loc": str(late)})
         error = listener.wait_for(is_type("error", code="model_load_failed"), since=mark)
         assert error["running_model"] == model.name and str(late) in error["message"]
         kept = listener.wait_for(is_status("model_kept"), since=mark)
