@@ -265,8 +265,8 @@ def test_model_failure_is_reported_and_a_config_change_recovers(case, broker, mo
         # Recovery: a configuration change that fixes it loads the model at once; when the file was
         # right and only memory was short, the next start loads it.
         fault["active"] = False
-        fixed = Config.from_mapping({k: v for k, v in config.to_mapping().items() if k != "task"}
-                                    | {"model_loc": str(model)})
+        fixed = Config.from_mapping({**{k: v for k, v in config.to_mapping().items() if k != "task"},
+                                     "model_loc": str(model)})
         if fixed != config:
             component.submit_config(fixed.to_mapping())
             loaded = listener.wait_for(is_status("model_loaded"), since=mark)
