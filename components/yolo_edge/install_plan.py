@@ -63,7 +63,7 @@ JETPACKS = (
     JetPack(5, (34, 35), (3, 8), "20.04", "11.4", "1.24",
             "TensorRT 8's Python bindings use np.bool, removed in numpy 1.24", "12"),
     JetPack(6, (36,), (3, 10), "22.04", "12", "2",
-            "JetPack 6's TensorRT bindings and NVIDIA's torch wheels are built against numpy 1.x", "13"),
+            "JetPack 6's TensorRT and OpenCV bindings and NVIDIA's torch wheels are built against numpy 1.x", "13"),
 )
 
 
