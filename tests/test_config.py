@@ -47,6 +47,9 @@ def test_key_names_are_case_insensitive_and_access_control_is_ignored():
     ("model_loc", "", "a path"),
     ("camera_id", ["x"], "a string"),
     ("no_such_key", 1, "one of"),
+    ("max_message_bytes", 500, "0 (the transport's own limit) or a number of bytes from 1024 to 131072"),
+    ("max_message_bytes", "200000", "from 1024 to 131072"),
+    ("max_message_bytes", -1, "from 1024"),
 ])
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, fragment):
     with pytest.raises(ConfigError) as caught:

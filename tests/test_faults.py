@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -474,6 +475,7 @@ class SwitchedTransport:
     """Records publishes; `up` says whether it is connected; `reject` makes publish raise."""
 
     name = "switched"
+    max_payload_bytes = 128 * 1024
 
     def __init__(self) -> None:
         self.up = False
@@ -600,3 +602,47 @@ def test_every_error_code_and_status_event_is_in_the_troubleshooting_guide():
     assert {"model_load_failed", "source_lost", "messages_dropped", "not_utf8"} <= codes
     missing = sorted(code for code in codes if f"`{code}`" not in guide)
     assert not missing, f"not documented in the README's Troubleshooting section: {missing}"
+
+
+def _many_detections_frame(seq: int) -> dict[str, Any]:
+    """A real frame message of 300 detections: about 20 KB of JSON."""
+    from yolo_edge import messages
+    from yolo_edge.backends import ModelInfo
+    from yolo_edge.processing import Detections
+
+    boxes = np.array([[i, i, i + 10.5, i + 20.25] for i in range(300)], dtype=np.float32)
+    result = Detections(boxes=boxes, scores=np.linspace(0.9, 0.3, 300, dtype=np.float32),
+                        class_ids=np.zeros(300, dtype=np.int64))
+    info = ModelInfo(name="m.onnx", format="onnx", runtime="onnxruntime", device="cpu", task="detect",
+                     input_shape=(640, 640), names={0: "person"})
+    return messages.frame_message(seq=seq, info=info, source="s", frame_shape=(480, 640), result=result,
+                                  preprocess_ms=1, inference_ms=1, postprocess_ms=1, fps=1)
+
+
+@pytest.mark.parametrize(("transport_limit", "configured", "expected"), [
+    (128 * 1024, None, 128 * 1024), (7000, None, 7000), (128 * 1024, 2000, 2000)])
+def test_frame_messages_are_fitted_under_the_transport_or_configured_limit(transport_limit, configured, expected):
+    from yolo_edge.publisher import Publisher
+
+    transport = SwitchedTransport()
+    transport.up = True
+    transport.max_payload_bytes = transport_limit
+    sizes: list[int] = []
+    original = transport.publish
+
+    def publish(topic: str, payload: bytes) -> None:
+        sizes.append(len(payload))
+        original(topic, payload)
+
+    transport.publish = publish  # type: ignore[method-assign]
+    limit = (lambda: configured) if configured else None
+    publisher = Publisher(transport, lambda: OUT, retry_interval_s=0.05, max_bytes=limit).start()
+    try:
+        publisher.submit(_many_detections_frame(1))
+        _wait(lambda: len(transport.published) == 1)
+    finally:
+        publisher.close(1.0)
+    body = transport.published[0]
+    assert sizes[0] <= expected and body["detection_count"] == 300
+    assert body["truncated"] is (expected < 20_000) and (len(body["detections"]) < 300) is (expected < 20_000)
+    assert sizes[0] > expected * 0.9 or expected == 128 * 1024  # trimmed only as far as needed

@@ -36,12 +36,16 @@ class Component:
                  controller_options: dict[str, Any] | None = None) -> None:
         self.transport = transport
         self.publisher = Publisher(transport, topic=lambda: self.controller.config.output_topic,
-                                   capacity=publish_buffer, capacity_bytes=publish_buffer_bytes)
+                                   capacity=publish_buffer, capacity_bytes=publish_buffer_bytes,
+                                   max_bytes=self._max_message_bytes)
         self.controller = Controller(config, self.publisher.submit, predictor_factory, source_factory,
                                      on_input_topic=transport.set_input_topic,
                                      summary_extras=self._connection_counts, **(controller_options or {}))
         self._thread = threading.Thread(target=self.controller.run, name="controller", daemon=True)
         self._stopped = False
+
+    def _max_message_bytes(self) -> int:
+        return self.controller.config.max_message_bytes or self.transport.max_payload_bytes
 
     @property
     def config(self) -> Config:

@@ -27,6 +27,8 @@ class ConfigError(ValueError):
 
 
 TASKS = ("auto", "detect", "segment", "classify")
+MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
+MIN_MESSAGE_BYTES = 1024  # room for a state, error or summary message
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -116,6 +118,14 @@ def _as_source(key: str, value: Any) -> str:
     return text
 
 
+def _as_message_bytes(key: str, value: Any) -> int:
+    size = int(_as_number(key, value, int))
+    if size != 0 and not MIN_MESSAGE_BYTES <= size <= MAX_PAYLOAD_BYTES:
+        raise ConfigError(key, value, f"0 (the transport's own limit) or a number of bytes from "
+                                      f"{MIN_MESSAGE_BYTES} to {MAX_PAYLOAD_BYTES}")
+    return size
+
+
 def _key(name: str, parse: Callable[[str, Any], Any], doc: str) -> dict[str, Any]:
     return {"key": name, "parse": parse, "doc": doc}
 
@@ -153,6 +163,10 @@ class Config:
     max_publish_rate: float = field(default=20.0, metadata=_key(
         "max_publish_rate", _ranged(float, 0.0, 1000.0), "most frame messages published per second; "
         "0 = no cap. Frames not published still count in FPS and summaries"))
+    max_message_bytes: int = field(default=0, metadata=_key(
+        "max_message_bytes", _as_message_bytes, "largest message published, in bytes; frame messages over it "
+        "drop their lowest-scoring detections. 0 = the transport's limit (IoT Core's 128 KB; about 7 KB "
+        "under Greengrass nucleus lite)"))
     frames_per_message: int = field(default=1, metadata=_key(
         "frames_per_message", _ranged(int, 1, 100), "frames batched into one published message"))
     summary_interval_s: float = field(default=10.0, metadata=_key(

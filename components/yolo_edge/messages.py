@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from .backends import ModelInfo
+from .config import MAX_PAYLOAD_BYTES
 from .processing import Classification, Detections
 
-MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
 SCHEMA_VERSION = 1
 
 

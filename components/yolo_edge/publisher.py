@@ -37,9 +37,11 @@ class _Encoded:
 
 class Publisher:
     def __init__(self, transport: Transport, topic: Callable[[], str], capacity: int = CAPACITY_MESSAGES,
-                 capacity_bytes: int = CAPACITY_BYTES, retry_interval_s: float = RETRY_INTERVAL_S) -> None:
+                 capacity_bytes: int = CAPACITY_BYTES, retry_interval_s: float = RETRY_INTERVAL_S,
+                 max_bytes: Callable[[], int] | None = None) -> None:
         self._transport = transport
         self._topic = topic
+        self._max_bytes = max_bytes or (lambda: transport.max_payload_bytes)
         self._capacity = max(1, capacity)
         self._capacity_bytes = capacity_bytes
         self._retry_interval_s = retry_interval_s
@@ -118,7 +120,7 @@ class Publisher:
 
     def _encode(self, message: dict[str, Any]) -> _Encoded | None:
         try:
-            return _Encoded(str(message.get("type", "")), messages.encode(message))
+            return _Encoded(str(message.get("type", "")), messages.encode(message, limit=self._max_bytes()))
         except (TypeError, ValueError) as exc:
             self.failed += 1
             log.error("dropping unencodable %s message: %s", message.get("type"), exc)

@@ -14,6 +14,8 @@ class TransportError(RuntimeError):
 
 class Transport(Protocol):
     name: str
+    max_payload_bytes: int
+    """The largest payload this transport can carry; messages are fitted under it."""
 
     def start(self, input_topic: str, on_command: CommandHandler) -> None:
         """Connect and subscribe to `input_topic`; commands are handed to `on_command`."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
+from ..config import MAX_PAYLOAD_BYTES
 from .base import CommandHandler, TransportError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class MqttSettings:
 
 class MqttTransport:
     name = "mqtt"
+    max_payload_bytes = MAX_PAYLOAD_BYTES
 
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
