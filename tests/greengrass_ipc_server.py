@@ -294,10 +294,8 @@ class GreengrassIpcServer:
     def stop(self) -> None:
         self._stopping = True
         if self._listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
-            except OSError:
-                pass
             self._listener.close()
         self.drop_connections()
         for thread in self._threads:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import greengrass_ipc_server as wire
 import pytest
 import yaml
 from greengrass_ipc_server import GreengrassIpcServer
@@ -358,3 +361,29 @@ def test_greengrass_available_needs_the_nucleus_variables(monkeypatch) -> None:
     with pytest.raises(TransportError, match="AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"):
         GreengrassTransport().read_configuration()
 
+
+
+def test_the_test_nucleus_frames_every_header_type_and_checks_both_crcs() -> None:
+    """The framing under the tests above: what the real client accepts must also round-trip."""
+    headers = [("t", wire.BOOL_TRUE, True), ("f", wire.BOOL_FALSE, False), ("b", wire.BYTE, -7),
+               ("s", wire.INT16, -300), (":stream-id", wire.INT32, 2**31 - 1), ("l", wire.INT64, -(2**40)),
+               ("raw", wire.BYTE_BUF, b"\x00\xff"), ("operation", wire.STRING, "aws.greengrass#Ping"),
+               ("when", wire.TIMESTAMP, 1_700_000_000_000), ("id", wire.UUID, uuid.UUID(int=12345))]
+    encoded = wire.encode_message(headers, b'{"k": 1}')
+    message = read_back(encoded)
+    assert message is not None and message.payload == b'{"k": 1}' and message.stream_id == 2**31 - 1
+    assert {name: value for name, (_kind, value) in message.headers.items()} == \
+        {name: value for name, _kind, value in headers}
+    for corrupt_at in (9, len(encoded) - 6):  # inside the prelude CRC, inside the payload
+        damaged = bytearray(encoded)
+        damaged[corrupt_at] ^= 0x01
+        with pytest.raises(wire.ProtocolError, match="CRC"):
+            read_back(bytes(damaged))
+
+
+def read_back(data: bytes) -> wire.Message | None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(data)
+        left.shutdown(socket.SHUT_WR)
+        return wire.read_message(right)

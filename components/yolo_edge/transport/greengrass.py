@@ -122,7 +122,8 @@ class GreengrassTransport:
     """Transport over Greengrass IPC: subscribe/publish to IoT Core, configuration, lifecycle state.
 
     `client` is a `GreengrassCoreIPCClientV2` (or anything with its methods); when None, one is
-    connected on first use from the nucleus' environment variables.
+    connected on first use from the nucleus' environment variables, with a single-worker callback
+    executor (a client passed in needs one too, or commands can overtake each other).
     """
 
     name = "greengrass"
@@ -140,7 +141,6 @@ class GreengrassTransport:
         self._closed = False
         self._config_debounce_s = config_debounce_s
         self._config_events: queue.Queue[bool] = queue.Queue()
-        self._config_operation: Any = None
         self._config_worker: threading.Thread | None = None
         self._streams: list[_Stream] = []  # every stream opened and not yet seen closed
 
@@ -230,7 +230,7 @@ class GreengrassTransport:
                 self._closed = True
                 client, streams = self._client, self._streams
                 self._streams = []
-                self._subscription = self._config_operation = None
+                self._subscription = None
                 self._subscription_alive = False
         finally:
             if changing:
@@ -263,10 +263,9 @@ class GreengrassTransport:
         if self._config_worker is not None:
             raise TransportError("watch_configuration may be called only once")
         client = self._ipc()
-        operation = self._open_stream(
+        self._open_stream(
             "subscribe_to_configuration_update", "configuration update", client.subscribe_to_configuration_update,
             self._on_config_event, lambda: log.info("configuration update stream closed"), key_path=[])
-        self._config_operation = operation
         self._config_worker = threading.Thread(
             target=self._config_loop, args=(callback,), name="greengrass-config", daemon=True)
         self._config_worker.start()
@@ -391,8 +390,6 @@ class GreengrassTransport:
                 log.debug("an IPC stream did not confirm closing within %.1f s", STREAM_CLOSE_TIMEOUT_S)
 
     def _close_operation(self, operation: Any) -> None:
-        if operation is None:
-            return
         try:
             operation.close()
         except Exception as exc:  # the stream may already be gone with the connection
