@@ -20,6 +20,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Mapping
 
+from ..config import MAX_PAYLOAD_BYTES
 from .base import CommandHandler, TransportError
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class GreengrassTransport:
     """
 
     name = "greengrass"
+    # IoT Core's limit. Nucleus lite carries less per IPC request (about 7 KB of payload): its
+    # recipes set max_message_bytes, since nothing in the IPC connection tells the two nuclei apart.
+    max_payload_bytes = MAX_PAYLOAD_BYTES
 
     def __init__(self, client: Any = None, *, config_debounce_s: float = 0.2) -> None:
         self._client = client
