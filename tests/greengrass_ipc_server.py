@@ -259,12 +259,12 @@ class GreengrassIpcServer:
     """Listens on a Unix socket in a fresh temporary folder (short enough for AF_UNIX's 108 bytes)."""
 
     def __init__(self, configuration: dict[str, Any], component: str = "com.yoloedge.inference",
-                 token: str | None = None) -> None:
+                 token: str | None = None, socket_name: str = "ipc.socket") -> None:
         self.component = component
         self.token = token or uuid.uuid4().hex
         self.configuration = copy.deepcopy(configuration)
         self._folder = tempfile.mkdtemp(prefix="gg-ipc-")
-        self.socket_path = os.path.join(self._folder, "ipc.socket")
+        self.socket_path = os.path.join(self._folder, socket_name)  # nucleus lite's is gg-ipc.socket
         self.requests: list[Request] = []
         self.published: list[Published] = []
         self.states: list[str] = []

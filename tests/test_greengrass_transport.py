@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -22,9 +23,11 @@ from yolo_edge.config import Config
 from yolo_edge.transport import TransportError
 from yolo_edge.transport.greengrass import (
     CALLBACK_THREAD_PREFIX,
+    IPC_SOCKET_ENV,
     GreengrassTransport,
     MessageRejected,
     greengrass_available,
+    nucleus_payload_limit,
 )
 
 pytestmark = pytest.mark.runtime
@@ -387,3 +390,75 @@ def read_back(data: bytes) -> wire.Message | None:
         left.sendall(data)
         left.shutdown(socket.SHUT_WR)
         return wire.read_message(right)
+
+
+@pytest.fixture
+def quick_transport(nucleus: GreengrassIpcServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[GreengrassTransport]:
+    """A transport that retries a lost connection after 50 ms, then 100, 200 ms."""
+    for name, value in nucleus.environment().items():
+        monkeypatch.setenv(name, value)
+    transport = GreengrassTransport(config_debounce_s=0.05, reconnect_delays_s=(0.05, 0.2))
+    yield transport
+    transport.close()
+
+
+def test_a_lost_connection_is_reconnected_with_both_streams_and_the_missed_configuration(
+        nucleus, quick_transport, caplog) -> None:
+    inbox = Inbox()
+    configurations: list[dict[str, Any]] = []
+    quick_transport.start(IN, inbox)
+    quick_transport.watch_configuration(configurations.append)
+    assert len(nucleus.connect_tokens) == 1
+    with caplog.at_level(logging.INFO):
+        nucleus.drop_connections()
+        nucleus.wait_until(lambda: len(nucleus.connect_tokens) == 2, what="a new connection")
+        wait_for(quick_transport.connected, what="the command subscription back")
+        nucleus.wait_until(lambda: len(nucleus.open_streams("SubscribeToConfigurationUpdate")) == 1,
+                           what="the configuration stream back")
+    assert "closed by the nucleus; reconnecting" in caplog.text and "reconnected to the nucleus" in caplog.text
+    assert quick_transport.reconnects == 1
+    wait_for(lambda: len(configurations) == 1, what="the configuration re-read after the outage")
+    nucleus.send_iot_message(IN, b'{"status": "start"}')
+    assert inbox.wait_count(1) == [b'{"status": "start"}']
+    quick_transport.publish(OUT, b'{"type": "state"}')
+    nucleus.wait_published(lambda m: m.topic == OUT)
+    nucleus.merge_configuration({"conf_threshold": "0.5"})
+    wait_for(lambda: len(configurations) == 2 and configurations[-1]["conf_threshold"] == "0.5",
+             what="a configuration update on the new stream")
+
+
+def test_a_subscription_the_nucleus_ends_is_renewed_by_itself(nucleus, quick_transport) -> None:
+    inbox = Inbox()
+    quick_transport.start(IN, inbox)
+    assert nucleus.end_subscriptions(IN) == 1
+    nucleus.wait_until(lambda: nucleus.subscribed_topics() == [IN] and len(nucleus.connect_tokens) == 2,
+                       what="resubscribed on a new connection")
+    wait_for(quick_transport.connected, what="connected again")
+    nucleus.send_iot_message(IN, b"again")
+    assert inbox.wait_count(1) == [b"again"]
+
+
+def test_reconnecting_backs_off_while_the_nucleus_is_away_and_close_ends_it(nucleus, quick_transport, caplog) -> None:
+    quick_transport.start(IN, Inbox())
+    with caplog.at_level(logging.WARNING):
+        nucleus.stop()  # no nucleus at all: every attempt fails
+        wait_for(lambda: caplog.text.count("reconnecting to the nucleus failed") >= 3, what="three failed attempts")
+    delays = [float(d) for d in re.findall(r"next attempt in ([0-9.]+) s", caplog.text)]
+    assert delays[:3] == [0.1, 0.2, 0.2]  # doubled, capped
+    started = time.monotonic()
+    quick_transport.close()
+    assert time.monotonic() - started < 1.5 and not quick_transport.connected()
+
+
+@pytest.mark.parametrize(("socket_name", "limit"), [("gg-ipc.socket", 7000), ("ipc.socket", 128 * 1024)])
+def test_the_payload_limit_follows_the_nucleus(socket_name, limit, monkeypatch) -> None:
+    with GreengrassIpcServer(recipe_defaults(), socket_name=socket_name) as server:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        transport = GreengrassTransport()
+        try:
+            assert transport.max_payload_bytes == limit
+        finally:
+            transport.close()
+    assert nucleus_payload_limit({IPC_SOCKET_ENV: "/run/greengrass/gg-ipc.socket"}) == 7000
+    assert nucleus_payload_limit({}) == 128 * 1024

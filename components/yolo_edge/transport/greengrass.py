@@ -7,6 +7,11 @@ configuration-change events go onto a queue that a worker thread drains. The exe
 worker: with the SDK's default pool, two commands sent back to back could reach the controller in
 the opposite order (start, stop becoming stop, start).
 
+When a stream ends without the component asking (the nucleus restarted, or dropped the connection:
+nucleus lite does so after a request larger than its IPC buffer), a recovery thread connects a new
+client and reopens the command subscription and the configuration stream, waiting 0.5 s, then 1, 2 …
+up to 30 s between attempts; messages wait in the publisher meanwhile.
+
 awsiotsdk is imported lazily so that `greengrass_available()` and this module work without it.
 """
 
@@ -35,6 +40,13 @@ CALLBACK_THREAD_PREFIX = "greengrass-ipc"
 # configuration worker: together well inside the ~1 s that Component.stop leaves the transport.
 STREAM_CLOSE_TIMEOUT_S = 0.5
 WORKER_JOIN_TIMEOUT_S = 0.5
+RECONNECT_FIRST_DELAY_S = 0.5
+RECONNECT_MAX_DELAY_S = 30.0
+# Nucleus lite reads an IPC request into a 10,000-byte buffer (GGL_IPC_MAX_MSG_LEN) and drops the whole
+# connection when one is larger. A publish carries its payload base64-encoded inside JSON beside the topic
+# and the eventstream headers, so 7,000 payload bytes fit with a topic of up to 256 bytes.
+NUCLEUS_LITE_SOCKET_NAME = "gg-ipc.socket"
+NUCLEUS_LITE_MAX_PAYLOAD_BYTES = 7000
 
 ConfigCallback = Callable[[Dict[str, Any]], None]
 
@@ -65,6 +77,15 @@ def _ipc_error_types() -> tuple[type[BaseException], ...]:
     kinds += [GreengrassCoreIPCError, EventStreamError, EventStreamOperationError, ConnectionClosedError,
               StreamClosedError, AwsCrtError]
     return tuple(kinds)
+
+
+def nucleus_payload_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The largest payload the nucleus running this component carries per publish.
+
+    Nucleus lite names its IPC socket `gg-ipc.socket`; the Java nucleus `ipc.socket`."""
+    env = os.environ if environ is None else environ
+    socket_name = os.path.basename(env.get(IPC_SOCKET_ENV, ""))
+    return NUCLEUS_LITE_MAX_PAYLOAD_BYTES if socket_name == NUCLEUS_LITE_SOCKET_NAME else MAX_PAYLOAD_BYTES
 
 
 class MessageRejected(TransportError):
@@ -128,12 +149,14 @@ class GreengrassTransport:
     """
 
     name = "greengrass"
-    # IoT Core's limit. Nucleus lite carries less per IPC request (about 7 KB of payload): its
-    # recipes set max_message_bytes, since nothing in the IPC connection tells the two nuclei apart.
-    max_payload_bytes = MAX_PAYLOAD_BYTES
 
-    def __init__(self, client: Any = None, *, config_debounce_s: float = 0.2) -> None:
+    def __init__(self, client: Any = None, *, config_debounce_s: float = 0.2,
+                 reconnect_delays_s: tuple[float, float] = (RECONNECT_FIRST_DELAY_S, RECONNECT_MAX_DELAY_S)) -> None:
         self._client = client
+        self.max_payload_bytes = nucleus_payload_limit()
+        if self.max_payload_bytes < MAX_PAYLOAD_BYTES:
+            log.info("Greengrass nucleus lite: messages are kept under %d bytes (its IPC request limit)",
+                     self.max_payload_bytes)
         self._errors = _ipc_error_types()
         self._lock = threading.Lock()
         self._on_command: CommandHandler | None = None
@@ -147,6 +170,14 @@ class GreengrassTransport:
         self._config_events: queue.Queue[bool] = queue.Queue()
         self._config_worker: threading.Thread | None = None
         self._streams: list[_Stream] = []  # every stream opened and not yet seen closed
+        self._config_callback: ConfigCallback | None = None
+        self._config_operation: Any = None
+        self._config_alive = False
+        self._reconnect_delays_s = reconnect_delays_s
+        self._lost = threading.Event()  # a stream ended that the component did not close
+        self._closing = threading.Event()
+        self._recovery: threading.Thread | None = None
+        self.reconnects = 0
 
     # -- client --------------------------------------------------------------------------------------
 
@@ -194,6 +225,9 @@ class GreengrassTransport:
             self._on_command = on_command
             topic, self._pending_topic = self._pending_topic or input_topic, None
             self._subscribe(topic)
+        if self._recovery is None:
+            self._recovery = threading.Thread(target=self._recovery_loop, name="greengrass-reconnect", daemon=True)
+            self._recovery.start()
         self._report_running()
 
     def set_input_topic(self, topic: str) -> None:
@@ -232,6 +266,8 @@ class GreengrassTransport:
                 if self._closed:
                     return
                 self._closed = True
+                self._closing.set()
+                self._lost.set()  # wakes the recovery thread so it can exit
                 client, streams = self._client, self._streams
                 self._streams = []
                 self._subscription = None
@@ -241,8 +277,9 @@ class GreengrassTransport:
                 self._topic_lock.release()
         self._config_events.put(False)  # wakes the worker so it can exit
         self._close_streams(streams)
-        if self._config_worker is not None and self._config_worker is not threading.current_thread():
-            self._config_worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        for worker in (self._config_worker, self._recovery):
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
         if client is not None:
             try:
                 client.close()  # also shuts the callback executor down, after its queued callbacks
@@ -266,13 +303,28 @@ class GreengrassTransport:
         """
         if self._config_worker is not None:
             raise TransportError("watch_configuration may be called only once")
-        client = self._ipc()
-        self._open_stream(
-            "subscribe_to_configuration_update", "configuration update", client.subscribe_to_configuration_update,
-            self._on_config_event, lambda: log.info("configuration update stream closed"), key_path=[])
+        self._open_config_stream()
+        self._config_callback = callback
         self._config_worker = threading.Thread(
             target=self._config_loop, args=(callback,), name="greengrass-config", daemon=True)
         self._config_worker.start()
+
+    def _open_config_stream(self) -> None:
+        client = self._ipc()
+        operation_box: list[Any] = [None]
+
+        def on_closed() -> None:
+            log.info("configuration update stream closed")
+            if operation_box[0] is not None and self._config_operation is operation_box[0]:
+                self._stream_lost("configuration update stream")
+
+        operation = self._open_stream(
+            "subscribe_to_configuration_update", "configuration update", client.subscribe_to_configuration_update,
+            self._on_config_event, on_closed, key_path=[])
+        operation_box[0] = operation
+        with self._lock:
+            self._config_operation = operation
+            self._config_alive = True
 
     def report_error(self) -> None:
         """Tell the nucleus this component is ERRORED (it runs the Recover step, then restarts it)."""
@@ -299,7 +351,7 @@ class GreengrassTransport:
         def on_closed() -> None:
             if self._subscription is operation_box[0] and not self._closed:
                 self._subscription_alive = False
-                log.warning("IoT Core subscription to %r closed by the nucleus", topic)
+                self._stream_lost(f"IoT Core subscription to {topic!r}")
 
         operation_box: list[Any] = [None]
         operation = self._open_stream(f"subscribe to {topic!r}", f"subscription to {topic!r}",
@@ -313,6 +365,67 @@ class GreengrassTransport:
         log.info("subscribed to IoT Core topic %r", topic)
         if previous is not None:
             self._close_operation(previous)
+
+    # -- recovery --------------------------------------------------------------------------------------
+
+    def _stream_lost(self, what: str) -> None:
+        """A stream ended that close() did not end: runs on the client's callback thread, so it only
+        wakes the recovery thread."""
+        if self._closed:
+            return
+        if what.startswith("configuration"):
+            self._config_alive = False
+        log.warning("%s closed by the nucleus; reconnecting", what)
+        self._lost.set()
+
+    def _recovery_loop(self) -> None:
+        first_delay, max_delay = self._reconnect_delays_s
+        while True:
+            self._lost.wait()
+            self._lost.clear()
+            delay, attempts, started = first_delay, 0, time.monotonic()
+            while not self._closed and not self._healthy():
+                if self._closing.wait(delay):
+                    return
+                attempts += 1
+                try:
+                    self._reconnect()
+                except TransportError as exc:
+                    delay = min(delay * 2, max_delay)
+                    log.warning("reconnecting to the nucleus failed (attempt %d): %s; next attempt in %.1f s",
+                                attempts, exc, delay)
+                else:
+                    if self._healthy():
+                        self.reconnects += 1
+                        log.info("reconnected to the nucleus after %.1f s (%d attempt(s))",
+                                 time.monotonic() - started, attempts)
+            if self._closed:
+                return
+
+    def _healthy(self) -> bool:
+        return self._subscription_alive and (self._config_callback is None or self._config_alive)
+
+    def _reconnect(self) -> None:
+        """A new client, the command subscription and the configuration stream opened again on it."""
+        with self._topic_lock:
+            if self._closed or self._healthy() or self._input_topic is None:
+                return
+            with self._lock:
+                old, streams = self._client, self._streams
+                self._client, self._streams = None, []
+                self._subscription, self._config_operation = None, None
+                self._subscription_alive = self._config_alive = False
+            for stream in streams:
+                self._close_operation(stream.operation)
+            if old is not None:
+                try:
+                    old.close()
+                except Exception as exc:  # the old connection is already gone
+                    log.debug("closing the lost IPC client failed: %s", _describe(exc))
+            self._subscribe(self._input_topic)
+            if self._config_callback is not None:
+                self._open_config_stream()
+                self._config_events.put(True)  # updates may have been missed while disconnected
 
     def _on_iot_message(self, topic: str, event: Any) -> None:
         if topic != self._input_topic or self._on_command is None:
