@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import pytest
 from mjpeg_server import MjpegServer
+from test_faults import is_type
+from test_sources import Collector
 
 from yolo_edge.config import Config
 from yolo_edge.controller import Controller
@@ -113,25 +115,6 @@ def test_a_missing_camera_with_gstreamer_names_the_pipeline_and_what_to_check():
 # The component
 # ---------------------------------------------------------------------------------------------
 
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, message: dict[str, Any]) -> None:
-        with self.cond:
-            self.messages.append(message)
-            self.cond.notify_all()
-
-    def wait_for(self, kind: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
-        def match(m: dict[str, Any]) -> bool:
-            return m.get("type") == kind and all(m.get(k) == v for k, v in fields.items())
-
-        with self.cond:
-            assert self.cond.wait_for(lambda: any(match(m) for m in self.messages), timeout), self.messages
-            return next(m for m in self.messages if match(m))
-
-
 @pytest.fixture(scope="module")
 def model(random_model) -> Path:
     return random_model("detect", 320)
@@ -158,9 +141,9 @@ def test_start_on_a_csi_camera_without_gstreamer_is_a_source_open_failed_error(m
     config = Config.from_mapping({"model_loc": str(model), "camera_id": "csi://0", "MODEL_HEIGHT": 320,
                                   "MODEL_WIDTH": 320})
     with run_controller(config, no_gstreamer_factory) as (controller, collector):
-        collector.wait_for("status", event="model_loaded")
+        collector.wait_for(is_type("status", event="model_loaded"))
         controller.submit_command(b'{"status": "start", "request_id": "go"}')
-        error = collector.wait_for("error", code="source_open_failed")
+        error = collector.wait_for(is_type("error", code="source_open_failed"))
         assert error["request_id"] == "go" and error["camera_id"] == "csi://0"
         assert "no GStreamer support" in error["message"] and "pip uninstall" in error["message"]
         assert controller.state.value == "idle"
@@ -171,7 +154,7 @@ def test_bad_csi_options_at_start_name_the_option(model):
                                   "MODEL_WIDTH": 320})
     with run_controller(config) as (controller, collector):
         controller.submit_command(b'{"status": "start"}')
-        error = collector.wait_for("error", code="source_open_failed")
+        error = collector.wait_for(is_type("error", code="source_open_failed"))
         assert error["message"] == ("camera_id 'csi://0?fps=30': unknown option 'fps' (csi:// takes width, "
                                     "height, framerate, flip)")
         assert controller.state.value == "idle"
