@@ -486,6 +486,9 @@ class SwitchedTransport:
     def connected(self) -> bool:
         return self.up
 
+    def set_input_topic(self, topic: str) -> None:
+        pass  # no subscriptions here
+
     def publish(self, topic: str, payload: bytes) -> None:
         if self.reject is not None:
             raise self.reject
@@ -646,3 +649,12 @@ def test_frame_messages_are_fitted_under_the_transport_or_configured_limit(trans
     assert sizes[0] <= expected and body["detection_count"] == 300
     assert body["truncated"] is (expected < 20_000) and (len(body["detections"]) < 300) is (expected < 20_000)
     assert sizes[0] > expected * 0.9 or expected == 128 * 1024  # trimmed only as far as needed
+
+
+@pytest.mark.parametrize(("configured", "carried", "expected"), [
+    (0, 7000, 7000), (2000, 7000, 2000), (20_000, 7000, 7000), (0, 128 * 1024, 128 * 1024)])
+def test_the_message_limit_never_exceeds_what_the_transport_carries(configured, carried, expected):
+    transport = SwitchedTransport()
+    transport.max_payload_bytes = carried
+    component = Component(Config.from_mapping({"max_message_bytes": configured}), transport)
+    assert component._max_message_bytes() == expected

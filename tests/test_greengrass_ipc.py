@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,3 +211,28 @@ def test_an_invalid_configuration_reports_errored_to_the_nucleus(nucleus, tmp_pa
     assert "conf_threshold" in stderr and "very" in stderr, stderr
     assert nucleus.states == ["ERRORED"]
     assert "Traceback" not in stderr, stderr
+
+
+def test_the_component_exits_1_when_the_nucleus_does_not_take_it_back(nucleus, monkeypatch) -> None:
+    """Nucleus lite forgets a component's token when its IPC daemon restarts: only a restart of the
+    component (exit status 1: the nucleus or systemd starts it again) gets it a new one."""
+    from yolo_edge import cli_run
+    from yolo_edge.cli import build_parser
+    from yolo_edge.transport import greengrass
+
+    for name, value in nucleus.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(greengrass, "RECONNECT_FIRST_DELAY_S", 0.05)
+    monkeypatch.setattr(greengrass, "RECONNECT_GIVE_UP_S", 0.5)
+    args = build_parser().parse_args(["run", "--greengrass", "--model", "missing.onnx"])
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(1.0, nucleus.stop)
+    timer.start()
+    started = time.monotonic()
+    try:
+        assert cli_run.run(args) == 1
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert time.monotonic() - started < 30

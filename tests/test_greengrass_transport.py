@@ -462,3 +462,20 @@ def test_the_payload_limit_follows_the_nucleus(socket_name, limit, monkeypatch) 
             transport.close()
     assert nucleus_payload_limit({IPC_SOCKET_ENV: "/run/greengrass/gg-ipc.socket"}) == 7000
     assert nucleus_payload_limit({}) == 128 * 1024
+
+
+def test_reconnecting_gives_up_once_after_the_set_time(nucleus, monkeypatch, caplog) -> None:
+    for name, value in nucleus.environment().items():
+        monkeypatch.setenv(name, value)
+    reasons: list[str] = []
+    transport = GreengrassTransport(reconnect_delays_s=(0.05, 0.1), give_up_after_s=0.3, on_gave_up=reasons.append)
+    try:
+        transport.start(IN, Inbox())
+        with caplog.at_level(logging.ERROR):
+            nucleus.stop()  # a nucleus that does not take this process back (lite forgets its token)
+            wait_for(lambda: reasons, what="giving up")
+            time.sleep(0.5)  # later failures do not call it again
+        assert len(reasons) == 1 and "reconnection attempts" in reasons[0]
+        assert "giving up" in caplog.text
+    finally:
+        transport.close()

@@ -45,7 +45,9 @@ class Component:
         self._stopped = False
 
     def _max_message_bytes(self) -> int:
-        return self.controller.config.max_message_bytes or self.transport.max_payload_bytes
+        # Never above what the transport carries: nucleus lite drops the connection on a larger request.
+        carried = self.transport.max_payload_bytes
+        return min(self.controller.config.max_message_bytes or carried, carried)
 
     @property
     def config(self) -> Config:
@@ -89,19 +91,38 @@ class Component:
         return counts
 
 
-def run_until_signalled(component: Component) -> int:
-    """Run until SIGTERM/SIGINT (Greengrass stops components with SIGTERM, then SIGKILL after ~5 s)."""
-    stop = threading.Event()
-    received: list[str] = []
+class ShutdownRequest:
+    """Why and with which exit status the process should stop: the first request wins."""
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self._lock = threading.Lock()
+        self.reason = ""
+        self.exit_code = 0
+
+    def request(self, reason: str, exit_code: int = 0) -> None:
+        with self._lock:
+            if self._requested.is_set():
+                return
+            self.reason, self.exit_code = reason, exit_code
+            self._requested.set()
+
+    def wait(self) -> None:
+        self._requested.wait()
+
+
+def run_until_signalled(component: Component, shutdown: ShutdownRequest | None = None) -> int:
+    """Run until SIGTERM/SIGINT (Greengrass stops components with SIGTERM, then SIGKILL after ~5 s), or
+    until `shutdown` is requested (exit status from the request)."""
+    shutdown = shutdown or ShutdownRequest()
 
     def handle(signum: int, _frame: object) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
+        shutdown.request("signal " + signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     component.start()
-    stop.wait()
-    log.info("received %s, shutting down", received[0] if received else "stop")
-    component.stop("signal " + (received[0] if received else ""))
-    return 0
+    shutdown.wait()
+    log.info("shutting down: %s", shutdown.reason)
+    component.stop(shutdown.reason)
+    return shutdown.exit_code

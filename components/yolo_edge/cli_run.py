@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .app import Component, run_until_signalled
+from .app import Component, ShutdownRequest, run_until_signalled
 from .config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
         from .transport import TransportError
         from .transport.greengrass import GreengrassTransport
 
-        transport = GreengrassTransport()
+        shutdown = ShutdownRequest()
+        # A nucleus that restarted may no longer know this process' IPC token: exiting non-zero lets it
+        # start the component again with a fresh one (Java nucleus: ERRORED, restart; lite: systemd).
+        transport = GreengrassTransport(
+            on_gave_up=lambda why: shutdown.request(f"IPC connection to the nucleus lost ({why})", exit_code=1))
         try:
             base = transport.read_configuration()
         except TransportError as exc:
@@ -66,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         from .transport.mqtt import MqttTransport
 
+        shutdown = ShutdownRequest()
         config = build_config(args)
         component = Component(config, MqttTransport(mqtt_settings(args)))
     log.info("yolo-edge: model %s, source %s, commands on %s, results on %s", config.model_loc,
              config.camera_id, config.event_topic, config.output_topic)
-    return run_until_signalled(component)
+    return run_until_signalled(component, shutdown)
 
 
 __all__ = ["Config", "add_parser", "run"]

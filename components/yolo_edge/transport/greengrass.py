@@ -42,6 +42,9 @@ STREAM_CLOSE_TIMEOUT_S = 0.5
 WORKER_JOIN_TIMEOUT_S = 0.5
 RECONNECT_FIRST_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 30.0
+# Reconnecting longer than this calls `on_gave_up`: a nucleus lite whose IPC daemon restarted has forgotten
+# this process' token (SVCUID), so only a restart of the component can bring it back.
+RECONNECT_GIVE_UP_S = 60.0
 # Nucleus lite reads an IPC request into a 10,000-byte buffer (GGL_IPC_MAX_MSG_LEN) and drops the whole
 # connection when one is larger. A publish carries its payload base64-encoded inside JSON beside the topic
 # and the eventstream headers, so 7,000 payload bytes fit with a topic of up to 256 bytes.
@@ -151,8 +154,12 @@ class GreengrassTransport:
     name = "greengrass"
 
     def __init__(self, client: Any = None, *, config_debounce_s: float = 0.2,
-                 reconnect_delays_s: tuple[float, float] = (RECONNECT_FIRST_DELAY_S, RECONNECT_MAX_DELAY_S)) -> None:
+                 reconnect_delays_s: tuple[float, float] | None = None, give_up_after_s: float | None = None,
+                 on_gave_up: Callable[[str], None] | None = None) -> None:
         self._client = client
+        self._reconnect_delays_s = reconnect_delays_s or (RECONNECT_FIRST_DELAY_S, RECONNECT_MAX_DELAY_S)
+        self._give_up_after_s = RECONNECT_GIVE_UP_S if give_up_after_s is None else give_up_after_s
+        self._on_gave_up = on_gave_up
         self.max_payload_bytes = nucleus_payload_limit()
         if self.max_payload_bytes < MAX_PAYLOAD_BYTES:
             log.info("Greengrass nucleus lite: messages are kept under %d bytes (its IPC request limit)",
@@ -173,7 +180,6 @@ class GreengrassTransport:
         self._config_callback: ConfigCallback | None = None
         self._config_operation: Any = None
         self._config_alive = False
-        self._reconnect_delays_s = reconnect_delays_s
         self._lost = threading.Event()  # a stream ended that the component did not close
         self._closing = threading.Event()
         self._recovery: threading.Thread | None = None
@@ -384,6 +390,7 @@ class GreengrassTransport:
             self._lost.wait()
             self._lost.clear()
             delay, attempts, started = first_delay, 0, time.monotonic()
+            gave_up = False
             while not self._closed and not self._healthy():
                 if self._closing.wait(delay):
                     return
@@ -394,6 +401,12 @@ class GreengrassTransport:
                     delay = min(delay * 2, max_delay)
                     log.warning("reconnecting to the nucleus failed (attempt %d): %s; next attempt in %.1f s",
                                 attempts, exc, delay)
+                    lost_s = time.monotonic() - started
+                    if not gave_up and self._on_gave_up is not None and lost_s >= self._give_up_after_s:
+                        gave_up = True
+                        log.error("no IPC connection to the nucleus for %.0f s (%d attempts); giving up",
+                                  lost_s, attempts)
+                        self._on_gave_up(f"{attempts} reconnection attempts in {lost_s:.0f} s failed: {exc}")
                 else:
                     if self._healthy():
                         self.reconnects += 1
