@@ -5,6 +5,7 @@ still running and still answers commands."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -653,8 +654,15 @@ def test_frame_messages_are_fitted_under_the_transport_or_configured_limit(trans
 
 @pytest.mark.parametrize(("configured", "carried", "expected"), [
     (0, 7000, 7000), (2000, 7000, 2000), (20_000, 7000, 7000), (0, 128 * 1024, 128 * 1024)])
-def test_the_message_limit_never_exceeds_what_the_transport_carries(configured, carried, expected):
+def test_the_message_limit_never_exceeds_what_the_transport_carries(configured, carried, expected, caplog):
     transport = SwitchedTransport()
     transport.max_payload_bytes = carried
     component = Component(Config.from_mapping({"max_message_bytes": configured}), transport)
-    assert component._max_message_bytes() == expected
+    with caplog.at_level(logging.WARNING):
+        assert component._max_message_bytes() == expected
+        assert component._max_message_bytes() == expected
+    warnings = [r.getMessage() for r in caplog.records if "max_message_bytes" in r.getMessage()]
+    if configured > carried:  # said once, naming the key and both values
+        assert len(warnings) == 1 and f"is {configured}" in warnings[0] and f"{carried} bytes" in warnings[0]
+    else:
+        assert warnings == []

@@ -43,11 +43,16 @@ class Component:
                                      summary_extras=self._connection_counts, **(controller_options or {}))
         self._thread = threading.Thread(target=self.controller.run, name="controller", daemon=True)
         self._stopped = False
+        self._limit_warned = 0  # the configured max_message_bytes last warned about
 
     def _max_message_bytes(self) -> int:
         # Never above what the transport carries: nucleus lite drops the connection on a larger request.
-        carried = self.transport.max_payload_bytes
-        return min(self.controller.config.max_message_bytes or carried, carried)
+        carried, configured = self.transport.max_payload_bytes, self.controller.config.max_message_bytes
+        if configured > carried and configured != self._limit_warned:
+            self._limit_warned = configured
+            log.warning("config key 'max_message_bytes' is %d, over the %d bytes the %s transport carries; "
+                        "messages are kept to at most %d bytes", configured, carried, self.transport.name, carried)
+        return min(configured or carried, carried)
 
     @property
     def config(self) -> Config:

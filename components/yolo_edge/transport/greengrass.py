@@ -162,7 +162,7 @@ class GreengrassTransport:
         self._on_gave_up = on_gave_up
         self.max_payload_bytes = nucleus_payload_limit()
         if self.max_payload_bytes < MAX_PAYLOAD_BYTES:
-            log.info("Greengrass nucleus lite: messages are kept under %d bytes (its IPC request limit)",
+            log.info("Greengrass nucleus lite: messages are kept to at most %d bytes (its IPC request limit)",
                      self.max_payload_bytes)
         self._errors = _ipc_error_types()
         self._lock = threading.Lock()
@@ -399,10 +399,11 @@ class GreengrassTransport:
                     self._reconnect()
                 except TransportError as exc:
                     delay = min(delay * 2, max_delay)
-                    log.warning("reconnecting to the nucleus failed (attempt %d): %s; next attempt in %.1f s",
-                                attempts, exc, delay)
                     lost_s = time.monotonic() - started
-                    if not gave_up and self._on_gave_up is not None and lost_s >= self._give_up_after_s:
+                    giving_up = not gave_up and self._on_gave_up is not None and lost_s >= self._give_up_after_s
+                    log.warning("reconnecting to the nucleus failed (attempt %d): %s%s", attempts, exc,
+                                "" if giving_up else f"; next attempt in {delay:.1f} s")
+                    if giving_up and self._on_gave_up is not None:
                         gave_up = True
                         log.error("no IPC connection to the nucleus for %.0f s (%d attempts); giving up",
                                   lost_s, attempts)
