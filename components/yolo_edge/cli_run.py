@@ -44,11 +44,11 @@ def _greengrass_wanted(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     from .cli import build_config, mqtt_settings
 
+    shutdown = ShutdownRequest()
     if _greengrass_wanted(args):
         from .transport import TransportError
         from .transport.greengrass import GreengrassTransport
 
-        shutdown = ShutdownRequest()
         # A nucleus that restarted may no longer know this process' IPC token: exiting non-zero lets it
         # start the component again with a fresh one (Java nucleus: ERRORED, restart; lite: systemd).
         transport = GreengrassTransport(
@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         from .transport.mqtt import MqttTransport
 
-        shutdown = ShutdownRequest()
         config = build_config(args)
         component = Component(config, MqttTransport(mqtt_settings(args)))
     log.info("yolo-edge: model %s, source %s, commands on %s, results on %s", config.model_loc,

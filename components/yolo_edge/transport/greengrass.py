@@ -322,6 +322,7 @@ class GreengrassTransport:
         def on_closed() -> None:
             log.info("configuration update stream closed")
             if operation_box[0] is not None and self._config_operation is operation_box[0]:
+                self._config_alive = False
                 self._stream_lost("configuration update stream")
 
         operation = self._open_stream(
@@ -379,8 +380,6 @@ class GreengrassTransport:
         wakes the recovery thread."""
         if self._closed:
             return
-        if what.startswith("configuration"):
-            self._config_alive = False
         log.warning("%s closed by the nucleus; reconnecting", what)
         self._lost.set()
 
