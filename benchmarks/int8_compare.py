@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """FP32 ONNX vs INT8 ONNX (ONNX Runtime, CPU): session.run time and how far INT8 detections move.
 
-For each input size it builds yolo_edge.modelgen's random-weights YOLOv8n (batch-norm statistics set
+For each input size it builds yolo_edge_tools.modelgen's random-weights YOLOv8n (batch-norm statistics set
 from real images, class bias shifted so it finds many boxes), quantises it with
-`yolo_edge.export.quantize_onnx` (the code `yolo-edge export --format onnx-int8` runs) in several
+`yolo_edge_tools.export.quantize_onnx` (the code `yolo-edge export --format onnx-int8` runs) in several
 variants, calibrating on frames read from a video through our preprocessing, then on other frames
 measures:
 
@@ -40,8 +40,8 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 
 from yolo_edge import processing  # noqa: E402
 from yolo_edge.backends import BackendOptions, load_backend  # noqa: E402
-from yolo_edge.export import Int8Settings, quantize_onnx, read_calibration_tensors  # noqa: E402
 from yolo_edge.predictor import PostprocessSettings, Predictor  # noqa: E402
+from yolo_edge_tools.export import Int8Settings, quantize_onnx, read_calibration_tensors  # noqa: E402
 
 # name -> settings. u8 = uint8 activations with reduce_range (ORT's advice for x86 without VNNI).
 VARIANTS = {
@@ -132,8 +132,8 @@ def time_sessions(paths: dict[str, Path], tensors: list[np.ndarray], warmup: int
 
 
 def random_model(folder: Path, size: tuple[int, int]) -> Path:
-    """yolo_edge.modelgen's random-weights YOLOv8n (batch-norm calibrated on real images), as ONNX."""
-    from yolo_edge.modelgen import make_random_model
+    """yolo_edge_tools.modelgen's random-weights YOLOv8n (batch-norm calibrated on real images), as ONNX."""
+    from yolo_edge_tools.modelgen import make_random_model
 
     existing = sorted(folder.glob("yolov8n-*.onnx"))
     existing = [p for p in existing if "-int8-" not in p.name]
@@ -267,7 +267,7 @@ def main() -> int:
                 rows.append(Row(label, "fp32, input +-1/255 noise", fp32.stat().st_size / 1e6, nan, nan, nan,
                                 *drift(reference, detections(fp32, frames, size, jitter_lsb=1.0))))
 
-    print(f"\nyolov8n (random weights from yolo_edge.modelgen); session.run on this CPU; drift against FP32 on "
+    print(f"\nyolov8n (random weights from yolo_edge_tools.modelgen); session.run on this CPU; drift against FP32 on "
           f"{args.eval_frames} frames")
     print("| input | model | size MB | run median ms | run p90 ms | run min ms | FP32 boxes found "
           "| INT8 boxes in FP32 | mean IoU | mean abs score change | boxes/frame |")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yolo_edge import bench, bench_worker, samples
+from yolo_edge_tools import bench, bench_worker, samples
 
 SPINNING = {"on": "1", "off": "0"}
 MODES = ("pipeline", "serial", "bare")
@@ -113,7 +113,7 @@ def main() -> int:
 
     rows = [{"model": job.model.label, "size": list(job.size), "threads": job.threads, "spinning": spin,
              "mode": job.mode, "summary": bench.median_summary(job.runs), "runs": job.runs} for job, spin in jobs]
-    from yolo_edge import bench_report
+    from yolo_edge_tools import bench_report
 
     report = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": bench_report.environment(),
               "command": " ".join(sys.argv), "rows": rows}
@@ -125,7 +125,7 @@ def main() -> int:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from yolo_edge import bench_report
+    from yolo_edge_tools import bench_report
 
     rows = report["rows"]
     lines = [f"# ONNX Runtime thread settings — {report['created']}", "",

@@ -29,7 +29,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from yolo_edge.local_broker import LocalBroker
+from yolo_edge_tools.local_broker import LocalBroker
 
 IN, OUT = "soak/in", "soak/out"
 BAD_PAYLOADS = [b"", b"not json", b"[]", b"null", b"42", b'{"status": 1}', b'{"status": "launch"}',
@@ -105,7 +105,7 @@ def proc_status(pid: int) -> tuple[float, int]:
 
 
 def prepare_inputs(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path]:
-    from yolo_edge.demo import demo_model, demo_video
+    from yolo_edge_tools.demo import demo_model, demo_video
 
     model = Path(args.model) if args.model else demo_model(args.imgsz)
     video = Path(args.source) if args.source else demo_video(workdir / "soak.avi", 90)

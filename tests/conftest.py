@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from yolo_edge import samples
-from yolo_edge.local_broker import LocalBroker
-from yolo_edge.samples import packaged_images
+from yolo_edge_tools import samples
+from yolo_edge_tools.local_broker import LocalBroker
+from yolo_edge_tools.samples import packaged_images
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -65,7 +65,7 @@ def random_model() -> Callable[..., Path]:
     """random_model(task="detect", imgsz=640, fmt="onnx", class_bias=-3.0) -> cached model file.
 
     Models are built from Ultralytics' bundled YAMLs with random weights (fixed seed, batch-norm
-    calibrated on real images so outputs depend on the image; see yolo_edge.modelgen) and exported
+    calibrated on real images so outputs depend on the image; see yolo_edge_tools.modelgen) and exported
     for real; they are cached across runs, keyed by the Ultralytics version and the recipe below.
     """
     def get(task: str = "detect", imgsz: int | tuple[int, int] = 640, fmt: str = "onnx",
@@ -75,7 +75,7 @@ def random_model() -> Callable[..., Path]:
             return _cached_model(task, str(size), fmt, class_bias)
         import ultralytics
 
-        from yolo_edge.modelgen import make_random_model
+        from yolo_edge_tools.modelgen import make_random_model
 
         key = f"v2-{ultralytics.__version__}-{task}-{size}-{fmt}-{class_bias}"
         directory = MODEL_CACHE / key

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolo_edge import bench, bench_worker
 from yolo_edge.cli import main
+from yolo_edge_tools import bench, bench_worker
 
 STAGES = ("preprocess", "inference", "postprocess", "total", "message", "frame")
 
@@ -150,7 +150,7 @@ def _target_configs(device: str, fmt: str, ours_fps: float, gpu_path: dict | Non
     ("cuda:0", "onnx", 150.0, ">= 1.0x", True),
 ])
 def test_fps_target_is_three_times_ultralytics_for_pytorch_on_a_gpu(device, fmt, ours_fps, target, met) -> None:
-    from yolo_edge import bench_report
+    from yolo_edge_tools import bench_report
 
     fps_check = next(c for c in bench_report.check_targets(_target_configs(device, fmt, ours_fps))
                      if c["check"].startswith("end-to-end FPS"))
@@ -158,7 +158,7 @@ def test_fps_target_is_three_times_ultralytics_for_pytorch_on_a_gpu(device, fmt,
 
 
 def test_gpu_path_details_reach_the_summary_and_the_report() -> None:
-    from yolo_edge import bench_report
+    from yolo_edge_tools import bench_report
 
     run = {"fps": 300.0, "frame_ms": 3.3, "first_result_s": 2.0, "peak_rss_mb": 900.0, "frames": 10,
            "startup": {"imports_s": 1.0, "load_s": 1.0}, "latency_ms": {"total": {"p50": 3.0, "p90": 3.5, "p99": 4.0}},

@@ -239,7 +239,8 @@ def test_send_command_line(broker, running):
 
 
 def test_config_file_and_flags(tmp_path: Path):
-    from yolo_edge.cli import build_config, build_parser
+    from yolo_edge.cli import build_parser
+    from yolo_edge.cli_args import build_config
 
     (tmp_path / "c.yaml").write_text("model_loc: a.onnx\nMODEL_HEIGHT: '480'\nconf_threshold: 0.5\n")
     args = build_parser().parse_args(["run", "--config", str(tmp_path / "c.yaml"), "--model", "b.onnx",

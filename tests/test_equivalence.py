@@ -80,7 +80,7 @@ def sharp_classifier() -> Callable[[str], Path]:
     import torch
     import ultralytics
 
-    from yolo_edge.modelgen import build_model, export_model, save_checkpoint
+    from yolo_edge_tools.modelgen import build_model, export_model, save_checkpoint
 
     directory = MODEL_CACHE / f"sharp-cls-{ultralytics.__version__}-{CLASSIFY_SIZE}-{CLASSIFIER_SHARPNESS}"
     checkpoint = directory / "yolov8n-cls-sharp.pt"
@@ -279,7 +279,7 @@ def end2end_checkpoint() -> Callable[[str], Path]:
     import torch
     import ultralytics
 
-    from yolo_edge.modelgen import build_model, save_checkpoint
+    from yolo_edge_tools.modelgen import build_model, save_checkpoint
 
     def get(task: str) -> Path:
         architecture = {"detect": "yolo26n.yaml", "segment": "yolo26n-seg.yaml"}[task]

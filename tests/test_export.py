@@ -224,7 +224,7 @@ def test_engine_export_with_gpu_records_the_tensorrt_version(tmp_path, checkpoin
 
     import torch
 
-    import yolo_edge.modelgen
+    import yolo_edge_tools.modelgen
 
     _, trt = install(monkeypatch, 10, "cuda-python", "10.3.0")
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
@@ -236,7 +236,7 @@ def test_engine_export_with_gpu_records_the_tensorrt_version(tmp_path, checkpoin
         calls.append((Path(source).name, fmt, imgsz, kwargs))
         return write_engine(output, onnx_model, "10.3.0", ultralytics_header(onnx_model))
 
-    monkeypatch.setattr(yolo_edge.modelgen, "export_model", fake_build)
+    monkeypatch.setattr(yolo_edge_tools.modelgen, "export_model", fake_build)
     out = tmp_path / "det.engine"
     assert main(["export", str(checkpoint), "--format", "engine", "--imgsz", "320", "--half", "--output",
                  str(out)]) == 0

@@ -17,11 +17,12 @@ import pytest
 from conftest import asset_images, make_video
 from test_component import Operator, is_state
 
-from yolo_edge import bench_worker, messages, processing
+from yolo_edge import messages, processing
 from yolo_edge.app import Component
 from yolo_edge.config import Config
 from yolo_edge.predictor import Predictor, load_predictor
 from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
+from yolo_edge_tools import bench_worker
 
 pytestmark = pytest.mark.runtime
 

@@ -17,7 +17,6 @@ from test_faults import base_config, is_state, is_status, is_type, running_compo
 
 from yolo_edge.config import Config
 from yolo_edge.controller import Controller
-from yolo_edge.local_broker import free_port
 from yolo_edge.sources import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -28,6 +27,7 @@ from yolo_edge.sources import (
     backoff_delay,
     open_source,
 )
+from yolo_edge_tools.local_broker import free_port
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def segment_onnx(random_model) -> Path:
 def dynamic_onnx(random_model, tmp_path_factory) -> Path:
     """The detect model exported again with dynamic input size."""
     pytest.importorskip("ultralytics", reason="exporting a dynamic model needs Ultralytics")
-    from yolo_edge.modelgen import export_model
+    from yolo_edge_tools.modelgen import export_model
 
     checkpoint = random_model("detect", 320, fmt="pt")
     return export_model(checkpoint, "onnx", 320, tmp_path_factory.mktemp("dyn") / "dynamic.onnx", dynamic=True)

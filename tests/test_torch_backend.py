@@ -127,7 +127,7 @@ def test_a_checkpoint_without_a_yolo_model_is_a_clear_error(tmp_path):
 
 
 def test_unsupported_task_is_a_clear_error(tmp_path):
-    from yolo_edge.modelgen import build_model, save_checkpoint
+    from yolo_edge_tools.modelgen import build_model, save_checkpoint
 
     path = save_checkpoint(build_model("yolov8n-pose.yaml", calibrate=False), tmp_path / "pose.pt")
     with pytest.raises(ModelLoadError, match="task 'pose' is not supported"):

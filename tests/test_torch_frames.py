@@ -277,9 +277,9 @@ def test_the_frame_feeder_stages_frames_for_the_device_path(random_model, tmp_pa
     video gives the numpy path's detections, and the bench reports how the path ran."""
     from conftest import make_video
 
-    from yolo_edge import bench_worker
     from yolo_edge.pipeline import FrameFeeder
     from yolo_edge.sources import open_source
+    from yolo_edge_tools import bench_worker
 
     video = make_video(tmp_path / "small.avi", frames=16, size=(240, SIZE))
     ours, reference = torch_predictor(random_model, "detect", FakeGraphs()), numpy_predictor(random_model, "detect")

@@ -73,7 +73,7 @@ else
   "$python_bin" -m pip install --quiet $torch_spec
 fi
 
-echo "==> pip install -e '${repo_root}[dev]'"
-"$python_bin" -m pip install --quiet -e "${repo_root}[dev]"
+echo "==> pip install -e '${repo_root}/tools' -e '${repo_root}[dev]'"
+"$python_bin" -m pip install --quiet -e "${repo_root}/tools" -e "${repo_root}[dev]"
 "$python_bin" -c "import yolo_edge, onnxruntime, ultralytics; print('yolo-edge', yolo_edge.__version__, \
 '| onnxruntime', onnxruntime.__version__, '| ultralytics', ultralytics.__version__)"

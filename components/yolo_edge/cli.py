@@ -1,4 +1,9 @@
-"""`yolo-edge` command line: run | demo | send | export | bench | ..."""
+"""`yolo-edge` command line: run | send from the runtime; demo | export | bench from the tools package.
+
+The runtime never imports the tools. They register their commands under the entry-point group
+`yolo_edge.commands` (each entry point names a module with `add_parser(subparsers)`); a tool command
+whose package is not installed stays listed and says which extra to install.
+"""
 
 from __future__ import annotations
 
@@ -12,73 +17,40 @@ import time
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, load_config_file
+from .cli_args import add_broker_arguments, mqtt_settings
+from .config import Config, ConfigError
 
-# Each module exposes add_parser(subparsers); its parser sets `handler=run` with run(args) -> int.
-# Keyed by command name so a module that cannot be imported still has its command, which reports why.
-COMMAND_MODULES = {
-    "run": "yolo_edge.cli_run",
-    "demo": "yolo_edge.demo",
-    "export": "yolo_edge.export",
-    "bench": "yolo_edge.bench",
-}
+ENTRY_POINT_GROUP = "yolo_edge.commands"
+# Commands of the runtime itself; each module exposes add_parser(subparsers), whose parser sets
+# `handler=run` with run(args) -> int.
+RUNTIME_COMMANDS = {"run": "yolo_edge.cli_run"}
+# Commands the tools package provides, and the pip extra that installs it.
+TOOL_COMMANDS = ("demo", "export", "bench")
+TOOLS_EXTRA = "tools"
 
 log = logging.getLogger("yolo_edge")
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("MQTT broker (when not running under Greengrass)")
-    group.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT",
-                       help="MQTT broker address (default: %(default)s)")
-    group.add_argument("--username", help="MQTT user name")
-    group.add_argument("--password", default=os.environ.get("YOLO_EDGE_MQTT_PASSWORD"),
-                       help="MQTT password (default: $YOLO_EDGE_MQTT_PASSWORD)")
-    group.add_argument("--ca-file", help="CA certificate: enables TLS (port defaults to 8883)")
-    group.add_argument("--cert-file", help="client certificate for TLS (AWS IoT Core: the device certificate)")
-    group.add_argument("--key-file", help="client private key for TLS")
-    group.add_argument("--client-id", default="", help="MQTT client id (default: random)")
+def command_entry_points() -> dict[str, str]:
+    """Command name -> module, as installed packages register them under ENTRY_POINT_GROUP."""
+    from importlib import metadata
+
+    found = metadata.entry_points()
+    if hasattr(found, "select"):  # Python >= 3.10 (3.8/3.9 return a dict of groups)
+        entries = found.select(group=ENTRY_POINT_GROUP)
+    else:
+        entries = found.get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined]
+    return {entry.name: entry.value for entry in entries}
 
 
-def mqtt_settings(args: argparse.Namespace):
-    from .transport.mqtt import MqttSettings
-
-    return MqttSettings.from_address(args.broker, username=args.username, password=args.password,
-                                     ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
-                                     client_id=args.client_id)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError("--set", pair, "KEY=VALUE, e.g. --set conf_threshold=0.4")
-        values[key.strip()] = value
-    return values
-
-
-def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
-    """Config from (in rising priority) `base`, --config FILE, shortcut flags, --set KEY=VALUE."""
-    values: dict[str, Any] = dict(base or {})
-    if getattr(args, "config", None):
-        values.update(load_config_file(args.config))
-    for flag, key in (("model", "model_loc"), ("source", "camera_id"), ("event_topic", "event_topic"),
-                      ("output_topic", "output_topic")):
-        if getattr(args, flag, None) is not None:
-            values[key] = getattr(args, flag)
-    values.update(parse_overrides(getattr(args, "set", None) or []))
-    return Config.from_mapping(values)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("configuration (same keys as the recipe's configuration)")
-    group.add_argument("--config", metavar="FILE", help="JSON or YAML file of configuration keys")
-    group.add_argument("--model", help="model file (config key model_loc)")
-    group.add_argument("--source", help="camera index, video file, image folder or stream URL (camera_id)")
-    group.add_argument("--event-topic", help="command topic (event_topic)")
-    group.add_argument("--output-topic", help="results topic (output_topic)")
-    group.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="any configuration key, repeatable: --set MODEL_HEIGHT=480 --set conf_threshold=0.4")
+def command_modules() -> dict[str, str]:
+    """Every command's module: the runtime's, then the installed tools' (the runtime's win a clash)."""
+    modules = dict(RUNTIME_COMMANDS)
+    installed = command_entry_points()
+    for name in sorted(installed, key=lambda name: (name not in TOOL_COMMANDS, TOOL_COMMANDS.index(name)
+                                                      if name in TOOL_COMMANDS else 0, name)):
+        modules.setdefault(name, installed[name])
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,13 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("YOLO_EDGE_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command, module_name in COMMAND_MODULES.items():
+    modules = command_modules()
+    for command, module_name in modules.items():
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # noqa: BLE001 - any import failure must reach the user, not hide the command
             add_unavailable_parser(subparsers, command, module_name, exc)
             continue
         module.add_parser(subparsers)
+    for command in TOOL_COMMANDS:
+        if command not in modules:
+            add_not_installed_parser(subparsers, command)
     add_send_parser(subparsers)
     return parser
 
@@ -111,6 +87,22 @@ def add_unavailable_parser(subparsers: argparse._SubParsersAction, command: str,
                                                f"failed with {reason}")
     parser.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.set_defaults(handler=lambda _args: report_unavailable(command, module_name, error))
+
+
+def add_not_installed_parser(subparsers: argparse._SubParsersAction, command: str) -> None:
+    """A tool command whose package is not installed (a device install): say how to get it."""
+    hint = f"needs the tools: pip install 'yolo-edge[{TOOLS_EXTRA}]'"
+    parser = subparsers.add_parser(command, help=f"not installed ({hint})", add_help=False, prefix_chars="\0",
+                                   description=f"`yolo-edge {command}` {hint}")
+    parser.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=lambda _args: report_not_installed(command))
+
+
+def report_not_installed(command: str) -> int:
+    print(f"error: `yolo-edge {command}` is a developer tool and the tools package (yolo-edge-tools) is not "
+          f"installed; install it with: pip install 'yolo-edge[{TOOLS_EXTRA}]' (from a clone: "
+          "pip install ./tools)", file=sys.stderr)
+    return 1
 
 
 def report_unavailable(command: str, module_name: str, error: Exception) -> int:

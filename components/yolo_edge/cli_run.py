@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import add_broker_arguments, add_config_arguments
+    from .cli_args import add_broker_arguments, add_config_arguments
 
     parser = subparsers.add_parser(
         "run", help="run the inference component until SIGTERM",
@@ -42,7 +42,7 @@ def _greengrass_wanted(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import build_config, mqtt_settings
+    from .cli_args import build_config, mqtt_settings
 
     shutdown = ShutdownRequest()
     if _greengrass_wanted(args):

@@ -1,6 +1,6 @@
 """One benchmark configuration, measured in a process of its own (started by `yolo-edge bench`).
 
-    python -m yolo_edge.bench_worker SPEC.json
+    python -m yolo_edge_tools.bench_worker SPEC.json
 
 SPEC names the mode, model, input size, source, frame counts and thread setting; the worker writes
 its measurements as JSON to the spec's `result` path. A fresh process per configuration keeps peak
@@ -156,7 +156,7 @@ def peak_rss_mb() -> float:
 
 
 def config_for(spec: dict[str, Any]):
-    from .config import Config
+    from yolo_edge.config import Config
 
     height, width = spec["size"]
     return Config.from_mapping({
@@ -179,7 +179,7 @@ def _message_encoder(spec: dict[str, Any], predictor, source_description: str
     Every frame is treated as published: segmentation polygons (left pending by infer_and_decode) are
     computed first and counted in `prediction.postprocess_ms`, as the controller does for a published
     frame; also with messages off, so post-processing stays comparable between runs."""
-    from . import messages
+    from yolo_edge import messages
 
     def encode(prediction, frame, seq: int, fps: float) -> float:
         prediction.finish()
@@ -203,16 +203,16 @@ def _stages(prediction, message_ms: float) -> dict[str, float]:
 
 def load_predictor(spec: dict[str, Any]):
     """The component's own loader for the spec's configuration."""
-    from .predictor import load_predictor as load
+    from yolo_edge.predictor import load_predictor as load
 
     return load(config_for(spec))
 
 
 def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
     """FrameFeeder + Predictor: the code the controller runs for every frame."""
-    from .metrics import RollingFPS
-    from .pipeline import FrameFeeder
-    from .sources import open_source
+    from yolo_edge.metrics import RollingFPS
+    from yolo_edge.pipeline import FrameFeeder
+    from yolo_edge.sources import open_source
 
     imported = time.time()
     predictor = load(spec)
@@ -243,8 +243,8 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
 
 def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
     """The same Predictor with no feeder thread: read, prepare, infer, decode in turn."""
-    from .metrics import RollingFPS
-    from .sources import open_source
+    from yolo_edge.metrics import RollingFPS
+    from yolo_edge.sources import open_source
 
     imported = time.time()
     predictor = load(spec)
@@ -269,8 +269,8 @@ def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_p
 
 def load_backend(spec: dict[str, Any]):
     """The backend the component's loader would pick, with the same options."""
-    from .backends import BackendOptions
-    from .backends import load_backend as load
+    from yolo_edge.backends import BackendOptions
+    from yolo_edge.backends import load_backend as load
 
     config = config_for(spec)
     return load(config.model_loc, BackendOptions(config.device, config.half, config.threads, config.input_size,
@@ -281,8 +281,8 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
     """Bare runtime calls on one preprocessed real frame, with the same backend options."""
     import numpy as np
 
-    from . import processing
-    from .sources import open_source
+    from yolo_edge import processing
+    from yolo_edge.sources import open_source
 
     imported = time.time()
     backend = load(spec)

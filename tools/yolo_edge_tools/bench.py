@@ -1,6 +1,6 @@
 """`yolo-edge bench`: the latency table for models × formats × input sizes, measured honestly.
 
-Every configuration runs in a process of its own (`python -m yolo_edge.bench_worker`), so peak
+Every configuration runs in a process of its own (`python -m yolo_edge_tools.bench_worker`), so peak
 memory and the time from process start to the first result are those a fresh deployment sees.
 The measured path is the component's own: the frame feeder thread reads and preprocesses frame N+1
 while the predictor infers frame N, then the frame message is built and JSON-encoded. Warm-up
@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, samples
-from .backends import ModelLoadError, format_for
-from .config import ConfigError
+from yolo_edge import __version__
+from yolo_edge.backends import ModelLoadError, format_for
+from yolo_edge.config import ConfigError
+
+from . import samples
 
 DEFAULT_SIZES = "640,480x640,320,224"
 ARCHITECTURE_SUFFIXES = (".yaml", ".yml")
@@ -209,7 +211,7 @@ def probe_fixed_size(path: Path, fmt: str, device: str) -> tuple[int, int] | Non
     """The input size a model file is fixed to, or None when it takes any size."""
     if fmt == "pytorch":
         return None
-    from .backends import BackendOptions, load_backend
+    from yolo_edge.backends import BackendOptions, load_backend
 
     backend = load_backend(path, BackendOptions(device=device))
     try:
@@ -282,7 +284,7 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-WORKER_COMMAND = ("-m", "yolo_edge.bench_worker")
+WORKER_COMMAND = ("-m", "yolo_edge_tools.bench_worker")
 
 
 def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeout: float,

@@ -343,7 +343,7 @@ def onnx_metadata(path: Path) -> dict[str, Any]:
     """Ultralytics' ONNX metadata as JSON values (it stores Python literals as strings)."""
     import onnx
 
-    from .backends.metadata import _literal
+    from yolo_edge.backends.metadata import _literal
 
     model = onnx.load(str(path), load_external_data=False)
     meta = {p.key: _literal(p.value) for p in model.metadata_props}
@@ -357,13 +357,13 @@ def engine_path_for(onnx_path: Path) -> Path:
 
 
 def sidecar_name(engine: Path) -> str:
-    from .backends.tensorrt import sidecar_path
+    from yolo_edge.backends.tensorrt import sidecar_path
 
     return sidecar_path(engine).name
 
 
 def write_sidecar(engine: Path, metadata: dict[str, Any]) -> Path:
-    from .backends.tensorrt import sidecar_path
+    from yolo_edge.backends.tensorrt import sidecar_path
 
     path = sidecar_path(engine)
     path.write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
@@ -398,7 +398,7 @@ def _after_onnx(written: Path, request: ExportRequest, progress: Progress) -> No
 def _after_engine(written: Path, progress: Progress) -> None:
     import tensorrt
 
-    from .backends.tensorrt import BUILT_WITH_KEY, split_engine_file
+    from yolo_edge.backends.tensorrt import BUILT_WITH_KEY, split_engine_file
 
     with progress.step(f"recording TensorRT {tensorrt.__version__} in {sidecar_name(written)}"):
         header, _ = split_engine_file(written.read_bytes())
@@ -466,7 +466,7 @@ def read_calibration_tensors(source: Path, count: int, imgsz: tuple[int, int]) -
     """`count` frames spread over a video (or an image folder), preprocessed exactly as for inference."""
     import cv2
 
-    from .processing import preprocess
+    from yolo_edge.processing import preprocess
 
     frames: list[np.ndarray] = []
     if source.is_dir():

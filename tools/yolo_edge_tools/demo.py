@@ -19,8 +19,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from .app import Component
-from .config import Config
+from yolo_edge.app import Component
+from yolo_edge.config import Config
+
 from .local_broker import BrokerError, LocalBroker
 from .samples import make_video
 
@@ -80,8 +81,8 @@ def _print_summary(message: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
-    from .cli import parse_overrides
-    from .transport.mqtt import MqttSettings, MqttTransport
+    from yolo_edge.cli_args import parse_overrides
+    from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yolo-edge-demo-")))

@@ -35,7 +35,8 @@ def _calibration_batch(size: int = 320):
     import numpy as np
     import torch
 
-    from .processing import letterbox
+    from yolo_edge.processing import letterbox
+
     from .samples import packaged_images
 
     images = [im for im in (cv2.imread(str(p)) for p in packaged_images()) if im is not None]
