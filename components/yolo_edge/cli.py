@@ -35,11 +35,10 @@ def command_entry_points() -> dict[str, str]:
     """Command name -> module, as installed packages register them under ENTRY_POINT_GROUP."""
     from importlib import metadata
 
-    found = metadata.entry_points()
-    if hasattr(found, "select"):  # Python >= 3.10 (3.8/3.9 return a dict of groups)
-        entries = found.select(group=ENTRY_POINT_GROUP)
-    else:
-        entries = found.get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined]
+    if sys.version_info >= (3, 10):
+        entries = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    else:  # 3.8/3.9: a dict of groups
+        entries = metadata.entry_points().get(ENTRY_POINT_GROUP, [])
     return {entry.name: entry.value for entry in entries}
 
 
