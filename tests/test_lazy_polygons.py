@@ -20,6 +20,10 @@ from test_component import Operator, is_state
 from yolo_edge import messages, processing
 from yolo_edge.app import Component
 from yolo_edge.config import Config
+from yolo_edge.frame_step import infer_frame
+from yolo_edge.limits import PublishGate
+from yolo_edge.metrics import RollingFPS
+from yolo_edge.pipeline import FeedFrame
 from yolo_edge.predictor import Predictor, load_predictor
 from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 from yolo_edge_tools import bench_worker
@@ -115,14 +119,16 @@ def test_deferred_then_polygonize_equals_postprocess_segment(segment_model, monk
         np.testing.assert_array_equal(deferred.scores, eager.scores)
         np.testing.assert_array_equal(deferred.class_ids, eager.class_ids)
 
-        elapsed = deferred.polygonize()
-        assert elapsed > 0 and deferred.pending is None
+        finished, elapsed = deferred.with_polygons()
+        assert elapsed > 0 and finished.pending is None
+        assert deferred.pending is not None, "the one polygon step makes a new result; the decoded one is unchanged"
         assert calls.count == len(deferred)
-        assert_same_polygons(deferred.masks, eager.masks)
-        assert deferred.polygonize() == 0.0 and calls.count == len(deferred), "polygonize must run once"
+        assert_same_polygons(finished.masks, eager.masks)
+        again, more = finished.with_polygons()
+        assert more == 0.0 and again is finished and calls.count == len(deferred), "polygons are made once"
         # The bounded-size rules hold as before.
-        assert all(len(p) <= deferred_points(len(deferred), budget) for p in deferred.masks)
-        assert sum(len(p) for p in deferred.masks) <= max(budget, processing.MIN_POLYGON_POINTS * len(deferred))
+        assert all(len(p) <= deferred_points(len(deferred), budget) for p in finished.masks)
+        assert sum(len(p) for p in finished.masks) <= max(budget, processing.MIN_POLYGON_POINTS * len(deferred))
         instances += len(deferred)
     assert instances > 100, "too few instances for a meaningful comparison"
 
@@ -135,15 +141,19 @@ def test_polygon_points_per_instance_keeps_the_bounds():
     assert processing.polygon_points_per_instance(10, 8, 1000) == 8
 
 
-def test_reading_masks_of_a_pending_result_computes_them(segment_model, monkeypatch):
+def test_reading_masks_of_a_pending_result_refuses_until_the_polygon_step(segment_model, monkeypatch):
     predictor = predictor_for(segment_model)
     frame = real_frames()[0]
     want = predictor.predict(frame).result
     calls = PolygonCalls(monkeypatch)
     result = predictor.infer_and_decode(predictor.prepare(frame)).result
     assert calls.count == 0 and result.pending is not None
-    assert_same_polygons(result.masks, want.masks)  # never None or stale
-    assert calls.count == len(result) > 0 and result.pending is None
+    with pytest.raises(processing.PolygonsPending):
+        result.masks  # noqa: B018 - never None or stale: a pending result has no masks to read
+    assert calls.count == 0
+    finished, _ = result.with_polygons()
+    assert_same_polygons(finished.masks, want.masks)
+    assert calls.count == len(result) > 0 and finished.pending is None
 
 
 def test_predict_finishes_and_infer_and_decode_defers(segment_model, monkeypatch):
@@ -158,12 +168,13 @@ def test_predict_finishes_and_infer_and_decode_defers(segment_model, monkeypatch
     prediction = predictor.infer_and_decode(predictor.prepare(frame))
     assert not prediction.finished and calls.count == 0
     before, total_before = prediction.postprocess_ms, prediction.total_ms
-    added = prediction.finish()
-    assert calls.count == len(prediction.result) and added >= calls.count * 2
-    assert prediction.postprocess_ms == pytest.approx(before + added)
-    assert prediction.total_ms == pytest.approx(total_before + added)
-    assert prediction.finish() == 0.0 and prediction.postprocess_ms == pytest.approx(before + added)
-    assert_same_polygons(prediction.result.masks, predicted.result.masks)
+    finished = prediction.finish()
+    added = finished.postprocess_ms - before
+    assert calls.count == len(finished.result) and added >= calls.count * 2
+    assert finished.total_ms == pytest.approx(total_before + added)
+    assert not prediction.finished and prediction.postprocess_ms == before, "finish() returns a new prediction"
+    assert finished.finish() is finished and calls.count == len(finished.result), "polygons are made once"
+    assert_same_polygons(finished.result.masks, predicted.result.masks)
 
 
 def test_detect_and_classify_predictions_have_nothing_to_finish(random_model):
@@ -173,7 +184,7 @@ def test_detect_and_classify_predictions_have_nothing_to_finish(random_model):
             "MODEL_WIDTH": size}))
         prediction = predictor.infer_and_decode(predictor.prepare(real_frames()[0]))
         before = prediction.postprocess_ms
-        assert prediction.finished and prediction.finish() == 0.0 and prediction.postprocess_ms == before
+        assert prediction.finished and prediction.finish() is prediction and prediction.postprocess_ms == before
 
 
 def frame_message(predictor: Predictor, prediction, include_detections: bool = True) -> dict:
@@ -193,10 +204,14 @@ def test_frame_message_never_publishes_pending_polygons(segment_model, monkeypat
     assert calls.count == 0 and not prediction.finished, "no detections published, no polygons needed"
     assert without["detections"] == [] and without["detection_count"] == count
 
-    message = frame_message(predictor, prediction)
-    assert calls.count == count and prediction.result.pending is None
+    with pytest.raises(ValueError, match="polygons"):
+        frame_message(predictor, prediction)  # a pending result is never published
+    assert calls.count == 0
+    finished = prediction.finish()
+    message = frame_message(predictor, finished)
+    assert calls.count == count and finished.result.pending is None
     assert all("polygon" in d for d in message["detections"]) and len(message["detections"]) == count
-    # The polygon time, not in the prediction's numbers yet, is in the message's.
+    # The polygon time, not in the decoded prediction's numbers, is in the message's.
     assert message["latency_ms"]["postprocess"] >= prediction.postprocess_ms + count * 2 - 0.01
     assert message["latency_ms"]["total"] >= prediction.total_ms + count * 2 - 0.01
 
@@ -205,11 +220,17 @@ def test_frame_message_never_publishes_pending_polygons(segment_model, monkeypat
 def test_the_bench_encoder_counts_polygons_as_postprocess(segment_model, monkeypatch, with_messages):
     predictor = predictor_for(segment_model)
     frame = real_frames()[0]
-    encode = bench_worker._message_encoder({"messages": with_messages}, predictor, "s")
+    encode = bench_worker._message_encoder({"messages": with_messages}, predictor, "s", False)
     calls = PolygonCalls(monkeypatch, sleep_s=0.002)
-    prediction = predictor.infer_and_decode(predictor.prepare(frame))
-    before = prediction.postprocess_ms
-    message_ms = encode(prediction, frame, 1, 1.0)
+    decoded: list = []  # what infer_and_decode returned, before the polygon step
+    decode = predictor.infer_and_decode
+    monkeypatch.setattr(predictor, "infer_and_decode", lambda prepared: decoded.append(decode(prepared)) or decoded[-1])
+    item = FeedFrame(predictor.prepare(frame), 0, time.monotonic())
+    # The controller's own frame step, as the bench worker runs it: every frame counts as published.
+    inferred = infer_frame(predictor, item, RollingFPS(), PublishGate(0), with_detections=True)
+    prediction = inferred.prediction
+    before = decoded[0].postprocess_ms
+    message_ms = encode(inferred, 1)
     stages = bench_worker._stages(prediction, message_ms)
     assert calls.count == len(prediction.result) > 0 and prediction.finished
     assert stages["postprocess"] >= before + calls.count * 2

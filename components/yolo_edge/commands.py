@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
 
-ACTIONS = ("start", "pause", "stop")
+from .codes import ErrorCode
+
+
+class Action(str, Enum):
+    START = "start"
+    PAUSE = "pause"
+    STOP = "stop"
+
+
+ACTIONS = tuple(action.value for action in Action)
 MAX_COMMAND_BYTES = 4096
 MAX_REQUEST_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
 class Command:
-    action: str  # start | pause | stop
+    action: Action
     request_id: str | None = None
 
 
 class CommandError(ValueError):
     """A payload that is not a valid command. `code` is stable; `message` says what was wrong."""
 
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, request_id: str | None = None) -> None:
         self.code = code
         self.message = message
         self.request_id = request_id
@@ -39,36 +49,36 @@ def parse_command(payload: bytes | str) -> Command:
     if isinstance(payload, str):
         payload = payload.encode("utf-8", errors="replace")
     if len(payload) > MAX_COMMAND_BYTES:
-        raise CommandError("payload_too_large", f"command payload is {len(payload)} bytes; "
+        raise CommandError(ErrorCode.PAYLOAD_TOO_LARGE, f"command payload is {len(payload)} bytes; "
                            f"the limit is {MAX_COMMAND_BYTES} bytes")
     if not payload.strip():
-        raise CommandError("empty_payload", 'command payload is empty; expected {"status": "start"}')
+        raise CommandError(ErrorCode.EMPTY_PAYLOAD, 'command payload is empty; expected {"status": "start"}')
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise CommandError("not_utf8", f"command payload is not UTF-8 text: {_preview(payload)!r}") from None
+        raise CommandError(ErrorCode.NOT_UTF8, f"command payload is not UTF-8 text: {_preview(payload)!r}") from None
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise CommandError("invalid_json", f"command payload is not valid JSON ({message}): "
+        raise CommandError(ErrorCode.INVALID_JSON, f"command payload is not valid JSON ({message}): "
                            f"{_preview(payload)!r}") from None
     if not isinstance(data, dict):
-        raise CommandError("not_an_object", f"command must be a JSON object like {{\"status\": \"start\"}}, "
+        raise CommandError(ErrorCode.NOT_AN_OBJECT, f"command must be a JSON object like {{\"status\": \"start\"}}, "
                            f"got a JSON {type(data).__name__ if data is not None else 'null'}")
     request_id = data.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_CHARS):
-        raise CommandError("invalid_request_id", f"field 'request_id' must be a string of at most "
+        raise CommandError(ErrorCode.INVALID_REQUEST_ID, f"field 'request_id' must be a string of at most "
                            f"{MAX_REQUEST_ID_CHARS} characters, got {_preview(json.dumps(request_id).encode())}")
     if "status" not in data:
-        raise CommandError("missing_status", "command has no 'status' field; expected one of "
+        raise CommandError(ErrorCode.MISSING_STATUS, "command has no 'status' field; expected one of "
                            + ", ".join(ACTIONS), request_id)
     status = data["status"]
     if not isinstance(status, str):
-        raise CommandError("invalid_status_type", f"field 'status' must be a string, got "
+        raise CommandError(ErrorCode.INVALID_STATUS_TYPE, f"field 'status' must be a string, got "
                            f"{json.dumps(status)[:80]}", request_id)
     action = status.strip().lower()
     if action not in ACTIONS:
-        raise CommandError("unknown_status", f"field 'status' is {status[:80]!r}; expected one of "
+        raise CommandError(ErrorCode.UNKNOWN_STATUS, f"field 'status' is {status[:80]!r}; expected one of "
                            + ", ".join(ACTIONS), request_id)
-    return Command(action, request_id)
+    return Command(Action(action), request_id)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .backends import ModelInfo
+from .codes import ErrorCode, StatusEvent
 from .config import MAX_PAYLOAD_BYTES
 from .processing import Classification, Detections
 
@@ -65,10 +66,11 @@ def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[
                   result: Detections | Classification, preprocess_ms: float, inference_ms: float,
                   postprocess_ms: float, fps: float, frame_age_ms: float | None = None,
                   include_detections: bool = True) -> dict[str, Any]:
-    """One inferred frame. Segmentation polygons still pending in `result` are computed here when the
-    detections are included (their time is added to `postprocess_ms`), so none is ever published unfinished."""
-    if include_detections and isinstance(result, Detections):
-        postprocess_ms += result.polygonize()
+    """One inferred frame. A segmentation result whose detections are included must be finished
+    (`Prediction.finish()` makes its polygons), so none is ever published unfinished."""
+    if include_detections and isinstance(result, Detections) and not result.finished:
+        raise ValueError("a frame message with detections needs the segmentation polygons made first "
+                         "(Prediction.finish())")
     message = _envelope(
         "frame", seq=seq, source=source, frame_shape=list(frame_shape), model=model_block(info),
         latency_ms={"preprocess": _r(preprocess_ms), "inference": _r(inference_ms),
@@ -100,16 +102,16 @@ def state_message(state: str, previous: str, reason: str, request_id: str | None
     return message
 
 
-def error_message(code: str, message: str, request_id: str | None = None, **extra: Any) -> dict[str, Any]:
-    body = _envelope("error", code=code, message=message)
+def error_message(code: ErrorCode, message: str, request_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    body = _envelope("error", code=ErrorCode(code).value, message=message)
     if request_id is not None:
         body["request_id"] = request_id
     body.update(extra)
     return body
 
 
-def status_message(event: str, message: str, **extra: Any) -> dict[str, Any]:
-    return _envelope("status", event=event, message=message, **extra)
+def status_message(event: StatusEvent, message: str, **extra: Any) -> dict[str, Any]:
+    return _envelope("status", event=StatusEvent(event).value, message=message, **extra)
 
 
 def summary_message(*, state: str, info: ModelInfo | None, source: str, frames: int, published: int,

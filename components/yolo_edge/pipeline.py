@@ -1,9 +1,10 @@
 """The frame feeder: reads and preprocesses frames on its own thread so that decoding and
 letterboxing of frame N+1 overlap inference of frame N.
 
-Files and folders lose no frame (the feeder waits for room). Live sources keep their own newest
-frame (see `sources.LiveSource`); the feeder holds at most one prepared live frame, taken from the
-source only when there is room for it, so inference never works through a stale backlog. Frames
+How frames may be dropped is the feed's `DropPolicy`: files and folders lose no frame (KEEP_ALL: the
+feeder waits for room). Live sources keep their own newest frame (see `sources.LiveSource`); under
+LATEST the feeder holds at most one prepared frame, taken from the source only when there is room for
+it, so inference never works through a stale backlog. Frames
 the source overwrote unread, and prepared frames that a pause made stale, count as
 `frames_dropped`. While paused the feeder neither reads nor prepares a frame, and a live source
 lets go of its device or stream.
@@ -17,6 +18,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import Union
 
 import numpy as np
 
@@ -25,32 +28,61 @@ from .sources import FrameSource, SourceEvent
 
 log = logging.getLogger(__name__)
 
-FILE_DEPTH = 2  # prepared frames waiting for inference, file sources
-LIVE_DEPTH = 1  # live sources: one frame ready, taken as late as possible
+
+class DropPolicy(Enum):
+    """Which frames a feed may drop when inference is slower than the source."""
+
+    KEEP_ALL = "keep_all"  # files and folders: every frame, in order; reading waits for room
+    LATEST = "latest"  # live sources: only the newest frame, read as late as possible; older ones count as dropped
+
+    @classmethod
+    def for_source(cls, source: FrameSource) -> DropPolicy:
+        return cls.LATEST if source.live else cls.KEEP_ALL
+
+    @property
+    def depth(self) -> int:
+        """Prepared frames that may wait for inference."""
+        return 1 if self is DropPolicy.LATEST else 2
 
 
-@dataclass
-class FeedItem:
-    """One prepared frame, the end of a source, or a source failure."""
+@dataclass(frozen=True)
+class FeedFrame:
+    """A prepared frame."""
 
-    prepared: Prepared | None = None
-    index: int = 0
-    captured_at: float = 0.0  # time.monotonic() when the frame was read from the device or file
-    end: bool = False
-    error: Exception | None = None
+    prepared: Prepared
+    index: int
+    captured_at: float  # time.monotonic() when the frame was read from the device or file
+
+
+@dataclass(frozen=True)
+class FeedEnded:
+    """The source has no more frames."""
+
+
+@dataclass(frozen=True)
+class FeedFailed:
+    """Reading or preparing a frame failed; the feed ends here."""
+
+    error: Exception
+
+
+FeedItem = Union[FeedFrame, FeedEnded, FeedFailed]
 
 
 class FrameFeeder:
     """Owns the source while running: only the feeder thread reads it; `stop()` closes it."""
 
     def __init__(self, source: FrameSource, prepare: Callable[[np.ndarray, dict], Prepared],
-                 depth: int | None = None, on_source_event: Callable[[SourceEvent], None] | None = None) -> None:
+                 depth: int | None = None, on_source_event: Callable[[SourceEvent], None] | None = None,
+                 policy: DropPolicy | None = None) -> None:
         self.source = source
+        self.policy = policy or DropPolicy.for_source(source)
         self._prepare = prepare
-        self._depth = depth or (LIVE_DEPTH if source.live else FILE_DEPTH)
+        self._depth = depth or self.policy.depth
         self._items: deque[FeedItem] = deque()
         self._cond = threading.Condition()
         self._running = True
+        self._stopped = False
         self._paused = False
         self._woken = False
         self._resumed_at = 0.0
@@ -58,14 +90,14 @@ class FrameFeeder:
         # Buffers for letterbox/tensor reuse: one per slot in flight (queued + being filled + in use).
         self._buffers = [dict() for _ in range(self._depth + 2)]
         self.frames_read = 0
-        if on_source_event is not None and hasattr(source, "on_event"):
+        if on_source_event is not None:
             source.on_event = on_source_event
         self._thread = threading.Thread(target=self._run, name="frame-feeder", daemon=True)
 
     @property
     def frames_dropped(self) -> int:
         """Live frames never inferred because newer ones replaced them."""
-        return self._stale + int(getattr(self.source, "frames_skipped", 0))
+        return self._stale + self.source.frames_skipped
 
     def start(self) -> FrameFeeder:
         self._thread.start()
@@ -75,20 +107,18 @@ class FrameFeeder:
         """Stop reading and preparing frames; a live source also lets go of its device or stream."""
         with self._cond:
             self._paused = True
-        if hasattr(self.source, "pause"):
-            self.source.pause()
+        self.source.pause()
 
     def resume(self) -> None:
         resumed_at = time.monotonic()  # before the source can capture its first frame after the pause
-        if hasattr(self.source, "resume"):
-            self.source.resume()
+        self.source.resume()
         with self._cond:
             self._paused = False
-            if self.source.live:
+            if self.policy is DropPolicy.LATEST:
                 # A frame prepared before the pause is as old as the pause: drop it.
                 self._resumed_at = resumed_at
-                self._stale += sum(1 for item in self._items if item.prepared is not None)
-                self._items = deque(item for item in self._items if item.prepared is None)
+                self._stale += sum(1 for item in self._items if isinstance(item, FeedFrame))
+                self._items = deque(item for item in self._items if not isinstance(item, FeedFrame))
             self._cond.notify_all()
 
     def get(self, timeout: float) -> FeedItem | None:
@@ -110,12 +140,14 @@ class FrameFeeder:
             self._cond.notify_all()
 
     def stop(self, timeout: float = 3.0) -> None:
+        """Stop the thread and close the source; later calls do nothing."""
         with self._cond:
+            if self._stopped:
+                return
+            self._stopped = True
             self._running = False
             self._cond.notify_all()
-        interrupt = getattr(self.source, "interrupt", None)
-        if interrupt is not None:
-            interrupt()  # a live read can block for as long as the source is down
+        self.source.interrupt()  # a live read can block for as long as the source is down
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -128,11 +160,12 @@ class FrameFeeder:
     def _push(self, item: FeedItem) -> bool:
         """Queue `item` once there is room (end items need none); False once stopped."""
         with self._cond:
-            if item.prepared is not None:
+            if isinstance(item, FeedFrame):
                 self._cond.wait_for(lambda: len(self._items) < self._depth or not self._running)
             if not self._running:
                 return False
-            if self.source.live and item.prepared is not None and item.captured_at < self._resumed_at:
+            if (self.policy is DropPolicy.LATEST and isinstance(item, FeedFrame)
+                    and item.captured_at < self._resumed_at):
                 self._stale += 1  # read before a pause that has ended since
                 return True
             self._items.append(item)
@@ -145,30 +178,30 @@ class FrameFeeder:
             return self._running
 
     def _wait_for_room(self) -> bool:
-        """Live sources: read only when the frame can be queued at once, so it is as new as can be."""
+        """LATEST: read only when the frame can be queued at once, so it is as new as can be."""
         with self._cond:
             self._cond.wait_for(lambda: len(self._items) < self._depth or not self._running)
             return self._running
 
     def _run(self) -> None:
         index = 0
-        live = self.source.live
-        while self._wait_unpaused() and (not live or self._wait_for_room()):
+        latest_only = self.policy is DropPolicy.LATEST
+        while self._wait_unpaused() and (not latest_only or self._wait_for_room()):
             try:
                 frame = self.source.read()
             except Exception as exc:  # noqa: BLE001 - any source failure is reported, not raised
-                self._push(FeedItem(error=exc, end=True))
+                self._push(FeedFailed(exc))
                 return
-            captured_at = getattr(self.source, "last_captured_at", None) or time.monotonic()
+            captured_at = self.source.last_captured_at or time.monotonic()
             if frame is None:
-                self._push(FeedItem(end=True))
+                self._push(FeedEnded())
                 return
             self.frames_read += 1
             try:
                 prepared = self._prepare(frame, self._buffers[index % len(self._buffers)])
             except Exception as exc:  # noqa: BLE001
-                self._push(FeedItem(error=exc, end=True))
+                self._push(FeedFailed(exc))
                 return
-            if not self._push(FeedItem(prepared, index, captured_at)):
+            if not self._push(FeedFrame(prepared, index, captured_at)):
                 return
             index += 1

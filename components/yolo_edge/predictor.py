@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ class PostprocessSettings:
         return cls(config.conf_threshold, config.iou_threshold, config.max_det)
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Prepared:
     """A frame ready for inference: a model input tensor, or the backend's staged frame (DeviceFrames)."""
 
@@ -40,7 +40,7 @@ class Prepared:
     preprocess_ms: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
     result: processing.Detections | processing.Classification
     preprocess_ms: float
@@ -54,16 +54,15 @@ class Prediction:
     @property
     def finished(self) -> bool:
         """False while a segmentation result's polygons are still pending."""
-        return getattr(self.result, "pending", None) is None
+        return not isinstance(self.result, processing.Detections) or self.result.finished
 
-    def finish(self) -> float:
-        """Compute pending segmentation polygons (once) and count their time as post-processing; returns
-        the milliseconds added (0.0 when there was nothing to do)."""
-        if not isinstance(self.result, processing.Detections):
-            return 0.0
-        elapsed = self.result.polygonize()
-        self.postprocess_ms += elapsed
-        return elapsed
+    def finish(self) -> Prediction:
+        """This prediction with its pending segmentation polygons made (the one place they are made),
+        their time counted as post-processing; itself when there is nothing to do."""
+        if not isinstance(self.result, processing.Detections) or self.result.finished:
+            return self
+        result, elapsed = self.result.with_polygons()
+        return replace(self, result=result, postprocess_ms=self.postprocess_ms + elapsed)
 
 
 class Predictor:
@@ -99,8 +98,7 @@ class Predictor:
 
     def infer_and_decode(self, prepared: Prepared) -> Prediction:
         """Inference and decoding of a prepared frame. A segmentation result's polygons are left pending:
-        the caller runs `Prediction.finish()` for frames it publishes (reading `masks` also computes them,
-        but then their time is not in `postprocess_ms`)."""
+        the caller runs `Prediction.finish()` for frames whose message carries them."""
         if not isinstance(prepared.tensor, np.ndarray):  # staged for the backend's device frame path
             if self.device_frames is not None:
                 try:
@@ -139,9 +137,7 @@ class Predictor:
 
     def predict(self, frame: np.ndarray) -> Prediction:
         """One frame end to end, polygons included (their time in `postprocess_ms`)."""
-        prediction = self.infer_and_decode(self.prepare(frame))
-        prediction.finish()
-        return prediction
+        return self.infer_and_decode(self.prepare(frame)).finish()
 
     def decode(self, outputs: list[np.ndarray], geometry: processing.Letterbox, end2end: bool | None = None
                ) -> processing.Detections | processing.Classification:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -64,51 +64,51 @@ class Letterbox:
         return round(self.pad_y - 0.1), round(self.pad_x - 0.1)
 
 
+@dataclass(frozen=True, eq=False)
 class Detections:
-    """Detections of one frame: boxes in original frame pixels (x1, y1, x2, y2).
+    """Detections of one frame: boxes in original frame pixels (x1, y1, x2, y2). Never changed once made.
 
-    For segmentation, `masks` holds one polygon (K, 2) in frame pixels per detection. Decoding may
-    leave them `pending` (the instance masks, see `postprocess_segment_deferred`): `polygonize()`
-    computes them once and says how long it took, so the caller can count that time as
-    post-processing; reading `masks` before that computes them too (never an unfinished result).
+    For segmentation, `polygons` holds one polygon (K, 2) in frame pixels per detection. Decoding may
+    leave them `pending` (the instance masks, see `postprocess_segment_deferred`); the one step that
+    makes them is `with_polygons()`, which returns a new, finished result and how long it took, so the
+    caller can count that time as post-processing. `masks` refuses a pending result rather than
+    handing out polygons that are not there.
     """
 
-    def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
-                 masks: list[np.ndarray] | None = None, extra: dict | None = None,
-                 pending: PendingPolygons | None = None) -> None:
-        self.boxes = boxes  # (N, 4) float32
-        self.scores = scores  # (N,) float32
-        self.class_ids = class_ids  # (N,) int64
-        self._masks = masks
-        self.extra = {} if extra is None else extra
-        self.pending = pending  # polygons not computed yet (segment); None once `masks` holds them
+    boxes: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32
+    class_ids: np.ndarray  # (N,) int64
+    polygons: list[np.ndarray] | None = None
+    pending: PendingPolygons | None = None  # what the polygons are made from, until they are made
+
+    @property
+    def finished(self) -> bool:
+        """False while the polygons are still pending."""
+        return self.pending is None
 
     @property
     def masks(self) -> list[np.ndarray] | None:
-        """Per detection polygon (K, 2) in frame pixels (segment), else None."""
+        """Per detection polygon (K, 2) in frame pixels (segment), else None; PolygonsPending before
+        `with_polygons()` has made them."""
         if self.pending is not None:
-            self.polygonize()
-        return self._masks
+            raise PolygonsPending("this segmentation result's polygons are pending: call with_polygons() first")
+        return self.polygons
 
-    @masks.setter
-    def masks(self, value: list[np.ndarray] | None) -> None:
-        self._masks, self.pending = value, None
-
-    def polygonize(self) -> float:
-        """Compute the pending polygons into `masks`; milliseconds it took (0.0 when nothing was pending)."""
+    def with_polygons(self) -> tuple[Detections, float]:
+        """The finished result, with the pending polygons made, and the milliseconds that took
+        (itself and 0.0 when nothing was pending)."""
         pending = self.pending
         if pending is None:
-            return 0.0
+            return self, 0.0
         start = time.perf_counter()
-        self._masks = pending_polygons(pending)
-        self.pending = None
-        return (time.perf_counter() - start) * 1000
+        polygons = pending_polygons(pending)
+        return replace(self, polygons=polygons, pending=None), (time.perf_counter() - start) * 1000
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def __repr__(self) -> str:
-        polygons = "pending" if self.pending is not None else None if self._masks is None else len(self._masks)
+        polygons = "pending" if self.pending is not None else None if self.polygons is None else len(self.polygons)
         return f"Detections(n={len(self)}, polygons={polygons})"
 
     @classmethod
@@ -116,7 +116,11 @@ class Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
-@dataclass
+class PolygonsPending(RuntimeError):
+    """A segmentation result's polygons were read before `Detections.with_polygons()` made them."""
+
+
+@dataclass(frozen=True, eq=False)
 class Classification:
     """Top-k classes of one frame, best first."""
 
@@ -672,13 +676,12 @@ def postprocess_segment_deferred(outputs: list[np.ndarray], geometry: Letterbox,
                                  polygon_point_budget: int = POLYGON_POINT_BUDGET,
                                  end2end: bool | None = None) -> Detections:
     """postprocess_segment without its polygon step: boxes, scores and classes are final, the polygons are
-    `pending` until `Detections.polygonize()` (or a read of `masks`), so a frame that is never published
+    `pending` until `Detections.with_polygons()`, so a frame that is never published
     never pays for them."""
     detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det,
                                           end2end)
     per_polygon = polygon_points_per_instance(len(regions), max_polygon_points, polygon_point_budget)
-    detections.pending = PendingPolygons(regions, geometry, per_polygon)
-    return detections
+    return replace(detections, pending=PendingPolygons(regions, geometry, per_polygon))
 
 
 def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int, conf_threshold: float,
@@ -692,8 +695,7 @@ def postprocess_segment(outputs: list[np.ndarray], geometry: Letterbox, num_clas
     """
     detections = postprocess_segment_deferred(outputs, geometry, num_classes, conf_threshold, iou_threshold,
                                               max_det, max_polygon_points, polygon_point_budget, end2end)
-    detections.polygonize()
-    return detections
+    return detections.with_polygons()[0]
 
 
 def segment_frame_masks(outputs: list[np.ndarray], geometry: Letterbox, num_classes: int,
@@ -704,7 +706,7 @@ def segment_frame_masks(outputs: list[np.ndarray], geometry: Letterbox, num_clas
     Costs N x H x W memory: meant for tests, visualisation and offline use, not the streaming path.
     """
     detections, regions = decode_segments(outputs, geometry, num_classes, conf_threshold, iou_threshold, max_det)
-    detections.masks = [region_polygon(r, geometry) for r in regions]
+    detections = replace(detections, polygons=[region_polygon(r, geometry) for r in regions])
     return detections, masks_to_frame(regions_to_masks(regions, geometry.input_shape), geometry)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import messages
+from .codes import StatusEvent
 from .transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ class Publisher:
                     raise TransportError("not connected")
                 if drops:
                     self._publish(messages.encode(messages.status_message(
-                        "messages_dropped", f"{drops} messages were dropped while they could not be published "
+                        StatusEvent.MESSAGES_DROPPED,
+                        f"{drops} messages were dropped while they could not be published "
                         f"(buffer of {self._capacity} messages / {self._capacity_bytes // 1024} KiB)",
                         dropped=drops, dropped_total=self.dropped)))
                     drops = 0

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Protocol, Union
 from urllib.parse import parse_qsl, urlsplit
@@ -46,23 +47,63 @@ class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message names it and says why."""
 
 
+class SourceEventKind(str, Enum):
+    LOST = "lost"
+    RESTORED = "restored"
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """A change in a live source's connection."""
+
+    kind: SourceEventKind
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 class FrameSource(Protocol):
+    """Everything the frame feeder calls on a source. Live sources (cameras, streams) are read by a
+    thread of their own and implement all of it; finite ones (files, folders) inherit the do-nothing
+    parts from `FiniteSource`."""
+
     description: str
-    live: bool
+    live: bool  # frames arrive on the source's clock (latest frame wins), not on demand
+    on_event: Callable[[SourceEvent], None] | None  # set by the feeder: hears "lost" / "restored"
+    connected: bool
+    frames_skipped: int  # frames the source replaced with newer ones before anyone read them
+    last_captured_at: float | None  # monotonic time the last frame handed out was captured
 
     def read(self) -> np.ndarray | None:
         """Next BGR frame, or None when a finite source has ended (or a live one was closed)."""
 
     def close(self) -> None: ...
 
+    def pause(self) -> None:
+        """Stop reading until `resume()`; a live source lets go of its device or stream."""
 
-@dataclass(frozen=True)
-class SourceEvent:
-    """A change in a live source's connection: kind is "lost" or "restored"."""
+    def resume(self) -> None: ...
 
-    kind: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
+    def interrupt(self) -> None:
+        """Make a blocked `read()` return None (a live read can block for as long as the source is down)."""
+
+
+class FiniteSource:
+    """The parts of `FrameSource` that a file or folder, read on demand, has nothing to do for."""
+
+    live = False
+    on_event: Callable[[SourceEvent], None] | None = None
+    connected = True
+    frames_skipped = 0
+    last_captured_at: float | None = None
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        pass
 
 
 def backoff_delay(attempt: int, initial: float = RECONNECT_INITIAL_S, maximum: float = RECONNECT_MAX_S) -> float:
@@ -70,8 +111,7 @@ def backoff_delay(attempt: int, initial: float = RECONNECT_INITIAL_S, maximum: f
     return min(initial * (2.0 ** min(attempt, 64)), maximum)
 
 
-class VideoFileSource:
-    live = False
+class VideoFileSource(FiniteSource):
 
     def __init__(self, path: Path, loop: bool = False) -> None:
         self.path = path
@@ -96,8 +136,7 @@ class VideoFileSource:
         self._capture.release()
 
 
-class ImageFolderSource:
-    live = False
+class ImageFolderSource(FiniteSource):
 
     def __init__(self, folder: Path, loop: bool = False) -> None:
         self.description = str(folder)
@@ -325,8 +364,8 @@ class LiveSource:
         attempt = 0
         delay = backoff_delay(attempt, self.reconnect_initial_s, self.reconnect_max_s)
         log.warning("%s: no frame (disconnected or stream ended); reconnecting in %.1f s", self.description, delay)
-        self._announce(SourceEvent("lost", f"{self.description}: no frame (device disconnected or stream "
-                                   f"ended); reconnecting with backoff", {"retry_in_s": delay}))
+        self._announce(SourceEvent(SourceEventKind.LOST, f"{self.description}: no frame (device disconnected or "
+                                   "stream ended); reconnecting with backoff", {"retry_in_s": delay}))
         first_frame = None
         while not self._closed.wait(delay) and self._wait_unpaused():
             attempt += 1
@@ -342,7 +381,8 @@ class LiveSource:
         self.connected = True
         outage = time.monotonic() - lost_at
         log.info("%s: reconnected after %.1f s (%d attempts)", self.description, outage, attempt)
-        self._announce(SourceEvent("restored", f"{self.description}: frames flowing again after {outage:.1f} s",
+        self._announce(SourceEvent(SourceEventKind.RESTORED,
+                                   f"{self.description}: frames flowing again after {outage:.1f} s",
                                    {"outage_s": round(outage, 2), "attempts": attempt}))
         self._store(first_frame)  # after the announcement, so no result of the new connection precedes it
 

@@ -172,24 +172,18 @@ def _count(result: Any) -> int:
         return 0
 
 
-def _message_encoder(spec: dict[str, Any], predictor, source_description: str
-                     ) -> Callable[[Any, Any, int, float], float]:
-    """Builds and JSON-encodes the frame message as the controller and publisher do; returns its ms.
+def _message_encoder(spec: dict[str, Any], predictor, source_description: str, live: bool
+                     ) -> Callable[[Any, int], float]:
+    """Builds and JSON-encodes the frame message of an inferred frame as the controller and publisher do;
+    returns its ms (0.0 with messages off)."""
+    from yolo_edge import frame_step, messages
 
-    Every frame is treated as published: segmentation polygons (left pending by infer_and_decode) are
-    computed first and counted in `prediction.postprocess_ms`, as the controller does for a published
-    frame; also with messages off, so post-processing stays comparable between runs."""
-    from yolo_edge import messages
-
-    def encode(prediction, frame, seq: int, fps: float) -> float:
-        prediction.finish()
+    def encode(inferred, seq: int) -> float:
         if not spec.get("messages", True):
             return 0.0
         start = time.perf_counter()
-        message = messages.frame_message(
-            seq=seq, info=predictor.info, source=source_description, frame_shape=frame.shape[:2],
-            result=prediction.result, preprocess_ms=prediction.preprocess_ms,
-            inference_ms=prediction.inference_ms, postprocess_ms=prediction.postprocess_ms, fps=fps)
+        message = frame_step.frame_message(inferred, seq=seq, info=predictor.info, source=source_description,
+                                           live=live)
         messages.encode(message)
         return (time.perf_counter() - start) * 1000
 
@@ -209,9 +203,13 @@ def load_predictor(spec: dict[str, Any]):
 
 
 def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
-    """FrameFeeder + Predictor: the code the controller runs for every frame."""
+    """FrameFeeder + the controller's own per-frame step (`yolo_edge.frame_step`). Every frame is treated
+    as published: segmentation polygons are made and counted in post-processing, as the controller does
+    for a published frame; also with messages off, so post-processing stays comparable between runs."""
+    from yolo_edge.frame_step import infer_frame
+    from yolo_edge.limits import PublishGate
     from yolo_edge.metrics import RollingFPS
-    from yolo_edge.pipeline import FrameFeeder
+    from yolo_edge.pipeline import FeedEnded, FeedFailed, FrameFeeder
     from yolo_edge.sources import open_source
 
     imported = time.time()
@@ -219,22 +217,20 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
     loaded = time.time()
     source = open_source(spec["source"], False)
     feeder = FrameFeeder(source, predictor.prepare).start()
-    encode = _message_encoder(spec, predictor, source.description)
-    fps = RollingFPS()
+    encode = _message_encoder(spec, predictor, source.description, source.live)
+    fps, every_frame = RollingFPS(), PublishGate(0)
     try:
         while not recorder.done:
             item = feeder.get(FEED_TIMEOUT_S)
             if item is None:
                 raise RuntimeError(f"no frame from the feeder within {FEED_TIMEOUT_S:g} s")
-            if item.end:
-                if item.error is not None:
-                    raise item.error
+            if isinstance(item, FeedFailed):
+                raise item.error
+            if isinstance(item, FeedEnded):
                 break
-            assert item.prepared is not None
-            prediction = predictor.infer_and_decode(item.prepared)
-            message_ms = encode(prediction, item.prepared.frame, recorder.results + 1,
-                                fps.tick(time.monotonic()))
-            recorder.result(_stages(prediction, message_ms), _count(prediction.result))
+            inferred = infer_frame(predictor, item, fps, every_frame, with_detections=True)
+            message_ms = encode(inferred, recorder.results + 1)
+            recorder.result(_stages(inferred.prediction, message_ms), _count(inferred.prediction.result))
     finally:
         feeder.stop()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
@@ -242,25 +238,31 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
 
 
 def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
-    """The same Predictor with no feeder thread: read, prepare, infer, decode in turn."""
+    """The same Predictor and per-frame step with no feeder thread: read, prepare, infer, decode in turn."""
+    from yolo_edge.frame_step import infer_frame
+    from yolo_edge.limits import PublishGate
     from yolo_edge.metrics import RollingFPS
+    from yolo_edge.pipeline import FeedFrame
     from yolo_edge.sources import open_source
 
     imported = time.time()
     predictor = load(spec)
     loaded = time.time()
     source = open_source(spec["source"], False)
-    encode = _message_encoder(spec, predictor, source.description)
-    fps = RollingFPS()
+    encode = _message_encoder(spec, predictor, source.description, source.live)
+    fps, every_frame = RollingFPS(), PublishGate(0)
     buffers: dict = {}
     try:
+        index = 0
         while not recorder.done:
             frame = source.read()
             if frame is None:
                 break
-            prediction = predictor.infer_and_decode(predictor.prepare(frame, buffers))
-            message_ms = encode(prediction, frame, recorder.results + 1, fps.tick(time.monotonic()))
-            recorder.result(_stages(prediction, message_ms), _count(prediction.result))
+            item = FeedFrame(predictor.prepare(frame, buffers), index, time.monotonic())
+            inferred = infer_frame(predictor, item, fps, every_frame, with_detections=True)
+            message_ms = encode(inferred, recorder.results + 1)
+            recorder.result(_stages(inferred.prediction, message_ms), _count(inferred.prediction.result))
+            index += 1
     finally:
         source.close()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
