@@ -88,7 +88,7 @@ class FrameFeeder:
         self._resumed_at = 0.0
         self._stale = 0
         # Buffers for letterbox/tensor reuse: one per slot in flight (queued + being filled + in use).
-        self._buffers = [dict() for _ in range(self._depth + 2)]
+        self._buffers: list[dict] = [{} for _ in range(self._depth + 2)]
         self.frames_read = 0
         if on_source_event is not None:
             source.on_event = on_source_event

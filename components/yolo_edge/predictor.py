@@ -100,14 +100,18 @@ class Predictor:
         """Inference and decoding of a prepared frame. A segmentation result's polygons are left pending:
         the caller runs `Prediction.finish()` for frames whose message carries them."""
         if not isinstance(prepared.tensor, np.ndarray):  # staged for the backend's device frame path
-            if self.device_frames is not None:
+            device_frames = self.device_frames
+            if device_frames is not None:
                 try:
-                    return self._run_on_device(prepared)
+                    return self._run_on_device(device_frames, prepared)
                 except Exception as exc:  # noqa: BLE001 - the host path below is the proven fallback
                     self._abandon_device_frames(exc)
             prepared = self.prepare(prepared.frame)  # staged before the fallback: prepare it here instead
+        tensor = prepared.tensor
+        if not isinstance(tensor, np.ndarray):
+            raise TypeError(f"the host path needs a prepared tensor, got {type(tensor).__name__}")
         start = time.perf_counter()
-        outputs = self.backend.infer(prepared.tensor)
+        outputs = self.backend.infer(tensor)
         inferred = time.perf_counter()
         result = self.decode(outputs, prepared.geometry)
         done = time.perf_counter()
@@ -123,15 +127,15 @@ class Predictor:
         if disable is not None:
             disable()
 
-    def _run_on_device(self, prepared: Prepared) -> Prediction:
+    def _run_on_device(self, device_frames: DeviceFrames, prepared: Prepared) -> Prediction:
         s = self.settings
-        ran = self.device_frames.run(prepared.tensor, prepared.geometry, s.conf_threshold, s.iou_threshold,
+        ran = device_frames.run(prepared.tensor, prepared.geometry, s.conf_threshold, s.iou_threshold,
                                      s.max_det)
         start = time.perf_counter()
         result = self.decode(ran.outputs, prepared.geometry, end2end=True if ran.decoded else None)
         host_ms = (time.perf_counter() - start) * 1000
         # Where decoding runs is chosen on the whole post-processing time, the host's share included.
-        self.device_frames.record_postprocess(ran.decoded, ran.postprocess_ms + host_ms)
+        device_frames.record_postprocess(ran.decoded, ran.postprocess_ms + host_ms)
         return Prediction(result, prepared.preprocess_ms + ran.preprocess_ms, ran.inference_ms,
                           ran.postprocess_ms + host_ms)
 
