@@ -77,7 +77,7 @@ class Job:
 
     def describe(self) -> str:
         threads = "" if self.threads is None else f" threads={self.threads or 'default'}"
-        return f"{self.model.title} {size_text(self.size)} {self.mode}{threads}"
+        return f"{self.model.title} {size_slug(self.size)} {self.mode}{threads}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -126,7 +126,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def size_text(size: tuple[int, int]) -> str:
+def size_slug(size: tuple[int, int]) -> str:
+    """HxW with an ASCII x, for file names and log lines (bench_report.size_label is the table's)."""
     return f"{size[0]}x{size[1]}"
 
 
@@ -197,7 +198,7 @@ def build_architecture(name: str, fmt: str, size: tuple[int, int], half: bool = 
     export_format, suffix = EXPORTS[fmt]
     if export_format == "pt":
         return checkpoint
-    target = folder / f"{stem}-{size_text(size)}{'-fp16' if half else ''}{suffix}"
+    target = folder / f"{stem}-{size_slug(size)}{'-fp16' if half else ''}{suffix}"
     if not target.exists():
         kwargs = {"half": True} if half and export_format == "engine" else {}
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
@@ -230,7 +231,7 @@ def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list
                 "its boxes are meaningless, its timings are real")
             for fmt in formats:
                 for size in sizes:
-                    say(f"  preparing {Path(name).stem} {fmt} {size_text(size)} ...")
+                    say(f"  preparing {Path(name).stem} {fmt} {size_slug(size)} ...")
                     path = build_architecture(name, fmt, size, half, class_bias)
                     model_format = format_for(path)
                     pairs.append((ModelFile(Path(name).stem, path, model_format, True, name,
@@ -244,11 +245,11 @@ def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list
         model = ModelFile(path.stem, path.resolve(), model_format, fixed_size=fixed)
         usable = [size for size in sizes if fixed is None or size == fixed]
         if not usable:
-            say(f"{path}: fixed at {size_text(fixed)} (not in --sizes); measuring it at that size only. "
+            say(f"{path}: fixed at {size_slug(fixed)} (not in --sizes); measuring it at that size only. "
                 "Export it at other sizes with `yolo-edge export` to fill the table")
             usable = [fixed]
         elif fixed is not None and len(usable) < len(sizes):
-            say(f"{path}: fixed at {size_text(fixed)}; other sizes are skipped for it")
+            say(f"{path}: fixed at {size_slug(fixed)}; other sizes are skipped for it")
         pairs.extend((model, size) for size in usable)
     return pairs
 
@@ -488,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     failed = [c for c in report["configurations"] if "error" in c["summary"]]
     for config in failed:
-        print(f"error: {config['column']} {size_text(tuple(config['size']))}: {config['summary']['error']}",
+        print(f"error: {config['column']} {size_slug(tuple(config['size']))}: {config['summary']['error']}",
               file=sys.stderr)
     return 1 if failed else 0
 

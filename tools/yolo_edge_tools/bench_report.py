@@ -92,7 +92,8 @@ def _libraries() -> dict[str, str]:
     return versions
 
 
-def size_text(size: list[int] | tuple[int, int]) -> str:
+def size_label(size: list[int] | tuple[int, int]) -> str:
+    """H×W as the README's tables write it (bench.size_slug is the ASCII one for file names)."""
     return f"{size[0]}×{size[1]}"
 
 
@@ -145,7 +146,7 @@ def gpu_path_notes(configs: list[dict[str, Any]]) -> list[str]:
     for config in configs:
         path = config["summary"].get("device_frames")
         if path:
-            notes.append(f"- {config['column']} {size_text(config['size'])}: CUDA graphs "
+            notes.append(f"- {config['column']} {size_label(config['size'])}: CUDA graphs "
                          f"{'on' if path['cuda_graphs'] else 'off'}, {path['graph_failures']} capture failure(s), "
                          f"decoding on the {path['decode']}")
     return notes
@@ -172,7 +173,7 @@ def _grid(configs: list[dict[str, Any]], value) -> list[str]:
         for column in columns:
             config = next((c for c in configs if c["column"] == column and c["size"] == size), None)
             cells.append("" if config is None else "error" if not _ok(config) else value(config["summary"]))
-        lines.append(f"| {size_text(size)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {size_label(size)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -194,7 +195,7 @@ def detailed_table(configs: list[dict[str, Any]]) -> list[str]:
     for config in configs:
         threads = "–" if config["threads"] is None else str(config["threads"] or "default")
         head = (f"| {config['model']} {config['format']} | {config['runner']} | {threads} | "
-                f"{size_text(config['size'])} |")
+                f"{size_label(config['size'])} |")
         s = config["summary"]
         if not _ok(config):
             lines.append(head + f" error: {s['error']} |" + " |" * 12)
@@ -217,7 +218,7 @@ def targets_table(checks: list[dict[str, Any]]) -> list[str]:
              "|---|---|---|---|---:|---:|---:|---|"]
     for c in checks:
         reference = "–" if c["reference"] is None else f"{c['reference']:g}"
-        lines.append(f"| {c['column']} | {size_text(c['size'])} | {c['check']} | {c['target']} | {c['ours']:g} | "
+        lines.append(f"| {c['column']} | {size_label(c['size'])} | {c['check']} | {c['target']} | {c['ours']:g} | "
                      f"{reference} | {c['value']:g} | {'yes' if c['met'] else '**no**'} |")
     return lines
 
@@ -268,7 +269,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["## GPU frame path", "", *gpu_path_notes(configs), ""]
     if report.get("targets"):
         lines += ["## Targets", "", *targets_table(report["targets"]), ""]
-    notes = [f"- {c['column']} {size_text(c['size'])}: {c['summary'].get('error') or c['summary'].get('note')}"
+    notes = [f"- {c['column']} {size_label(c['size'])}: {c['summary'].get('error') or c['summary'].get('note')}"
              for c in configs if "error" in c["summary"] or c["summary"].get("note")]
     if notes:
         lines += ["## Notes", "", *notes, ""]
@@ -322,7 +323,7 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
                     bottom += value
                 ax.plot([x - width / 2, x + width / 2], [config["summary"]["frame_ms"]] * 2, color="black",
                         linewidth=1.5)
-        ax.set_xticks(range(len(sizes)), [size_text(s) for s in sizes])
+        ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
         ax.set_xlabel("input H×W")
         ax.set_ylabel("ms per frame (p50)")
         ax.set_title(model)
