@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Union
 
 from . import messages
-from .backends import ModelLoadError
 from .codes import ErrorCode, StatusEvent
 from .commands import Command, CommandError, parse_command
 from .config import Config, ConfigError
 from .frame_step import infer_frame
 from .limits import ERROR_BURST, ERROR_RATE_PER_S, ErrorLimiter, PublishGate
+from .model_slot import MODEL_KEYS, LoadFailed, ModelSlot
 from .pipeline import FeedEnded, FeedFailed, FeedFrame, FrameFeeder
 from .predictor import PostprocessSettings, Predictor, load_predictor
 from .run import Run
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[Dict[str, Any]], None]
 
-MODEL_KEYS = ("model_loc", "model_height", "model_width", "device", "half", "threads", "task")
 SOURCE_KEYS = ("camera_id", "loop_source")
 FEED_TIMEOUT_S = 0.2
 
@@ -76,13 +75,11 @@ class Controller:
                  summary_extras: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config = config
         self._emit = emit
-        self._predictor_factory = predictor_factory
         self._source_factory = source_factory
         self._on_input_topic = on_input_topic
         self._events: queue.Queue[_QueuedEvent] = queue.Queue()
         self.state = State.IDLE
-        self.predictor: Predictor | None = None
-        self._model_config: Config | None = None  # the configuration `predictor` was loaded with
+        self._model = ModelSlot(predictor_factory)
         self.current_run: Run | None = None  # the current run; None while idle
         self._seq = 0  # frame messages' sequence number, over the component's lifetime
         self._done = threading.Event()
@@ -202,24 +199,20 @@ class Controller:
         if effect is Effect.START_RUN:
             return self._start_run(request_id)
         if effect is Effect.RESUME_RUN:
-            assert self.current_run is not None
-            self.current_run.resume()
+            self._active()[0].resume()
         elif effect is Effect.PAUSE_RUN:
-            assert self.current_run is not None
-            self.current_run.pause(self._emit)
+            self._active()[0].pause(self._emit)
         elif effect is Effect.END_RUN:
             self._end_run()
         elif effect is Effect.REJECT:
             self._error(ErrorCode.INVALID_TRANSITION, found.reason, request_id, state=self.state.value)
-        elif effect is Effect.RELEASE_MODEL and self.predictor is not None:
-            self.predictor.close()
-            self.predictor = None
+        elif effect is Effect.RELEASE_MODEL:
+            self._model.release()
         return True
 
     def _start_run(self, request_id: str | None) -> bool:
-        if not self._ensure_model(request_id):
+        if not self._ensure_model(request_id) or self.predictor is None:
             return False
-        assert self.predictor is not None
         try:
             source = self._source_factory(self.config.camera_id, self.config.loop_source)
         except (SourceError, OSError) as exc:
@@ -227,6 +220,13 @@ class Controller:
             return False
         self.current_run = Run(source, self.predictor, self.config.max_publish_rate, self._queue_source_event)
         return True
+
+    def _active(self) -> tuple[Run, Predictor]:
+        """The current run and its model; only called in RUNNING or PAUSED, which always have both."""
+        run, predictor = self.current_run, self.predictor
+        if run is None or predictor is None:
+            raise RuntimeError(f"state {self.state.value} without a run and a model")
+        return run, predictor
 
     def _end_run(self) -> None:
         run = self.current_run
@@ -241,8 +241,7 @@ class Controller:
 
     # ---- running ----
     def _step(self) -> None:
-        run, predictor = self.current_run, self.predictor
-        assert run is not None and predictor is not None
+        run, predictor = self._active()
         item = run.next_item(FEED_TIMEOUT_S)
         if item is None:
             return
@@ -295,7 +294,7 @@ class Controller:
         if run is not None:
             run.last_summary = time.monotonic()
             extra.update(run.summary_counts())
-        if self._model_config is not None and not self._model_is_current():
+        if self._model.config is not None and not self._model.is_current(self.config):
             extra["configured_model_loc"] = self.config.model_loc  # running an older model (see model_kept)
         if self._summary_extras is not None:
             try:
@@ -334,48 +333,27 @@ class Controller:
                                                **event.details))
 
     # ---- the model ----
-    def _model_is_current(self) -> bool:
-        """True when the loaded model is the one the configuration names (with the same options)."""
-        loaded = self._model_config
-        return self.predictor is not None and loaded is not None and all(
-            getattr(loaded, key) == getattr(self.config, key) for key in MODEL_KEYS)
+    @property
+    def predictor(self) -> Predictor | None:
+        return self._model.predictor
 
     def _ensure_model(self, request_id: str | None = None, keep_previous: bool = False) -> bool:
-        """Load the configured model unless it is loaded already; on failure publish why and return False.
-
-        A model loaded earlier from another configuration is released first, so its memory is free
-        for the new one, unless `keep_previous` (a swap during a run: the old model keeps running
-        until the new one is ready, and stays if the new one fails).
-        """
-        if self._model_is_current():
-            return True
-        previous = self.predictor
-        if previous is not None and not keep_previous:
-            self.predictor, self._model_config = None, None
-            previous.close()
-            previous = None
+        """Load the configured model unless it is loaded already; on failure publish why and return False."""
         config = self.config
-        started = time.perf_counter()
-        try:
-            predictor = self._predictor_factory(config)
-        except Exception as exc:  # noqa: BLE001 - whatever a backend raises, the component stays up
-            cause = _load_failure_cause(exc)
-            log.error("cannot load model %s: %s", config.model_loc, cause)
-            extra: dict[str, Any] = {"model_loc": config.model_loc, "cause": cause}
-            if previous is not None:
-                extra["running_model"] = previous.info.name
-            self._error(ErrorCode.MODEL_LOAD_FAILED, f"cannot load model {config.model_loc}: {cause} (the next "
-                        "start or configuration change tries again)", request_id, **extra)
+        if self._model.is_current(config):
+            return True
+        outcome = self._model.load(config, keep_previous)
+        if isinstance(outcome, LoadFailed):
+            extra: dict[str, Any] = {"model_loc": config.model_loc, "cause": outcome.cause}
+            if outcome.kept is not None:
+                extra["running_model"] = outcome.kept.info.name
+            self._error(ErrorCode.MODEL_LOAD_FAILED, f"cannot load model {config.model_loc}: {outcome.cause} (the "
+                        "next start or configuration change tries again)", request_id, **extra)
             return False
-        if previous is not None:
-            previous.close()
-        self.predictor, self._model_config = predictor, config
-        info = predictor.info
-        load_s = time.perf_counter() - started
-        log.info("loaded %s (%s, %s, %s) in %.2f s", info.name, info.format, info.task, info.runtime, load_s)
+        info = outcome.predictor.info
         self._emit(messages.status_message(StatusEvent.MODEL_LOADED, f"loaded {info.name}",
                                            model=messages.model_block(info), model_loc=config.model_loc,
-                                           load_s=round(load_s, 3)))
+                                           load_s=round(outcome.load_s, 3)))
         return True
 
     # ---- configuration ----
@@ -421,8 +399,7 @@ class Controller:
                 configured_model_loc=self.config.model_loc))
 
     def _restart_source(self) -> None:
-        run, predictor = self.current_run, self.predictor
-        assert run is not None and predictor is not None
+        run, predictor = self._active()
         run.feeder.stop()  # first: a camera cannot be opened twice
         try:
             source = self._source_factory(self.config.camera_id, self.config.loop_source)
@@ -432,11 +409,3 @@ class Controller:
             return
         run.replace_source(source, predictor, self._queue_source_event, paused=self.state is State.PAUSED)
 
-
-def _load_failure_cause(exc: BaseException) -> str:
-    """What went wrong loading a model, in words an operator can act on."""
-    if isinstance(exc, ModelLoadError):
-        return exc.cause
-    if isinstance(exc, MemoryError):
-        return f"out of memory while loading ({str(exc) or 'MemoryError'}); free memory or use a smaller model"
-    return f"{type(exc).__name__}: {exc}"
