@@ -15,7 +15,7 @@ from conftest import asset_images
 from fake_tensorrt import CUDA_STYLES, install, ultralytics_header, write_engine
 
 from yolo_edge import processing
-from yolo_edge.backends import BackendOptions, ModelLoadError, load_backend
+from yolo_edge.backends import Backend, BackendOptions, ModelLoadError, load_backend
 from yolo_edge.backends import tensorrt as trt_backend
 from yolo_edge.predictor import PostprocessSettings, Predictor
 
@@ -334,3 +334,16 @@ def test_engine_of_unknown_origin(monkeypatch, tmp_path, detect_onnx):
     (tmp_path / "garbage.engine").write_bytes(b"\x00" * 64)
     with pytest.raises(ModelLoadError, match="Magic tag does not match"):
         load_backend(tmp_path / "garbage.engine", OPTIONS_320)
+
+
+@pytest.mark.parametrize(("generation", "api"), [(8, trt_backend.TensorRTApi.BINDINGS),
+                                                  (10, trt_backend.TensorRTApi.NAMED_TENSORS)])
+def test_the_backend_protocol_and_api_generation(monkeypatch, tmp_path, detect_onnx, generation, api):
+    install(monkeypatch, generation, "cuda-python", VERSIONS[generation])
+    backend = load_backend(engine_for(tmp_path, detect_onnx, generation), OPTIONS_320)
+    assert isinstance(backend, Backend)
+    assert backend.api.generation is api
+    assert backend.device_frames is None  # the engine reads host-prepared tensors
+    backend.disable_device_frames()  # a no-op
+    assert backend.infer(np.zeros((1, 3, 320, 320), np.float32))[0].shape == (1, 84, 2100)
+    backend.close()

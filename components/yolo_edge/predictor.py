@@ -74,8 +74,7 @@ class Predictor:
         self.settings = settings
         self._dtype = np.float16 if backend.info.input_dtype == "float16" else np.float32
         # A GPU backend that letterboxes frames itself (PyTorch on CUDA); classify keeps its host crop.
-        frames = getattr(backend, "device_frames", None)
-        self.device_frames: DeviceFrames | None = frames if backend.info.task != "classify" else None
+        self.device_frames: DeviceFrames | None = backend.device_frames if backend.info.task != "classify" else None
 
     @property
     def info(self) -> ModelInfo:
@@ -123,9 +122,7 @@ class Predictor:
         log.warning("the GPU frame path failed (%s: %s); continuing with host pre/post-processing and an "
                     "eager network", type(error).__name__, error)
         self.device_frames = None
-        disable = getattr(self.backend, "disable_device_frames", None)
-        if disable is not None:
-            disable()
+        self.backend.disable_device_frames()
 
     def _run_on_device(self, device_frames: DeviceFrames, prepared: Prepared) -> Prediction:
         s = self.settings

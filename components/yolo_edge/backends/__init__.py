@@ -1,4 +1,5 @@
-"""Runtime backends, chosen by model file extension. Each module imports its own runtime only."""
+"""Runtime backends, chosen by model file extension. Each module imports its own runtime only and keeps
+its own options (OnnxOptions, TorchOptions, TensorRTOptions), built from the general BackendOptions."""
 
 from __future__ import annotations
 

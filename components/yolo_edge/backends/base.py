@@ -1,11 +1,22 @@
-"""The small protocol every runtime backend implements, and the model facts they report."""
+"""The small protocol every runtime backend implements, the model facts they report, and the checks
+each backend's own options share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Tuple, TypeVar, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..processing import Letterbox
+
+SUPPORTED_TASKS = ("detect", "segment", "classify")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+InputSize = Tuple[int, int]  # (height, width)
 
 
 class ModelLoadError(RuntimeError):
@@ -17,9 +28,13 @@ class ModelLoadError(RuntimeError):
         super().__init__(f"cannot load model {path}: {cause}")
 
 
+class OptionError(ValueError):
+    """A configured value a backend cannot use; the message names the config key and the value."""
+
+
 @dataclass(frozen=True)
 class BackendOptions:
-    """What the configuration asks of a backend."""
+    """What the configuration asks of a backend (each backend keeps the part it uses in its own options)."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     half: bool = False
@@ -27,6 +42,62 @@ class BackendOptions:
     input_size: tuple[int, int] = (640, 640)  # used when the model does not fix its own size
     task: str = "auto"
 
+
+# --- checks shared by the backends' options -----------------------------------------------------------
+
+def checked_device(device: str) -> str:
+    """'CUDA ' -> 'cuda', '' -> 'auto'; raises OptionError unless auto, cpu, cuda or cuda:N."""
+    value = device.strip().lower() or "auto"
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise OptionError(f"config key 'device' is {value!r}; expected {DEVICE_CHOICES}")
+
+
+def checked_task(task: str) -> str:
+    """The configured task in lower case; raises OptionError unless auto or a supported task."""
+    value = task.strip().lower()
+    if value == "auto" or value in SUPPORTED_TASKS:
+        return value
+    raise OptionError(f"config key 'task' is {value!r}; expected auto, {', '.join(SUPPORTED_TASKS)}")
+
+
+def checked_flag(key: str, value: bool) -> bool:
+    """Raises OptionError unless a bool (a string such as "false" would read as true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise OptionError(f"config key {key!r} is {value!r}; expected true or false")
+    return bool(value)
+
+
+def checked_threads(threads: int) -> int:
+    """Raises OptionError unless a whole number >= 0."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise OptionError(f"config key 'threads' is {threads!r}; expected 0 (the runtime's default) or a "
+                          "positive count")
+    return int(threads)
+
+
+def checked_input_size(size: Sequence[int]) -> InputSize:
+    """(height, width) as ints; raises OptionError unless two positive whole numbers."""
+    values = tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(values) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+                                   for n in values):
+        raise OptionError(f"config keys MODEL_HEIGHT/MODEL_WIDTH are {size!r}; expected two positive sizes "
+                          "(height, width)")
+    return int(values[0]), int(values[1])
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+def options_for(path: Path, parse: Callable[[BackendOptions], OptionsT], request: BackendOptions) -> OptionsT:
+    """`parse(request)`, with an OptionError raised as the ModelLoadError of `path`."""
+    try:
+        return parse(request)
+    except OptionError as exc:
+        raise ModelLoadError(str(path), str(exc)) from exc
+
+
+# --- what a backend reports and offers ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -64,12 +135,13 @@ class DeviceResult:
 
 @runtime_checkable
 class DeviceFrames(Protocol):
-    """Optional, for backends whose device should letterbox the frame itself (a GPU): `stage` takes the
-    raw frame on the feeder thread, `run` does the rest on the inference thread."""
+    """For backends whose device should letterbox the frame itself (a GPU): `stage` takes the raw frame
+    on the feeder thread, `run` does the rest on the inference thread. What `stage` returns is the
+    backend's own (e.g. a pinned host tensor) and goes back to its `run` unread."""
 
-    def stage(self, frame: np.ndarray, buffers: dict) -> object: ...
+    def stage(self, frame: np.ndarray, buffers: dict) -> Any: ...
 
-    def run(self, staged: object, geometry: object, conf_threshold: float, iou_threshold: float,
+    def run(self, staged: Any, geometry: Letterbox, conf_threshold: float, iou_threshold: float,
             max_det: int) -> DeviceResult: ...
 
     def record_postprocess(self, decoded: bool, milliseconds: float) -> None:
@@ -81,6 +153,14 @@ class Backend(Protocol):
     """One runtime. `infer` takes a (1, 3, H, W) tensor and returns the model's raw outputs."""
 
     info: ModelInfo
+
+    @property
+    def device_frames(self) -> DeviceFrames | None:
+        """The device frame path, None when the backend has none (or it was disabled)."""
+
+    def disable_device_frames(self) -> None:
+        """Back to host-prepared tensors from now on (after the device frame path failed); a no-op
+        for a backend without one."""
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]: ...
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from .base import BackendOptions, ModelInfo, ModelLoadError
-from .metadata import infer_task, parse_metadata, resolve_task
+from .base import (
+    Backend,
+    BackendOptions,
+    DeviceFrames,
+    InputSize,
+    ModelInfo,
+    ModelLoadError,
+    checked_device,
+    checked_input_size,
+    checked_task,
+    checked_threads,
+    options_for,
+)
+from .metadata import model_task, numbered_names, parse_metadata
 
 _PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
@@ -24,8 +38,28 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return providers or ["CPUExecutionProvider"]
 
 
+@dataclass(frozen=True)
+class OnnxOptions:
+    """What ONNX Runtime takes from the configuration. No `half`: a model runs in the precision it
+    was exported in."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda: a GPU execution provider must be installed)
+    threads: int = 0  # intra-op threads; 0 = ONNX Runtime's default
+    input_size: InputSize = (640, 640)  # (height, width) for a model with a dynamic input size
+    task: str = "auto"
+
+    @classmethod
+    def from_request(cls, request: BackendOptions) -> OnnxOptions:
+        """The ONNX part of `request`, checked; raises OptionError naming the config key and value."""
+        return cls(device=checked_device(request.device), threads=checked_threads(request.threads),
+                   input_size=checked_input_size(request.input_size), task=checked_task(request.task))
+
+
 class OnnxBackend:
-    def __init__(self, path: Path, options: BackendOptions) -> None:
+    # ONNX Runtime gets host-prepared tensors: there is no device frame path.
+    device_frames: DeviceFrames | None = None
+
+    def __init__(self, path: Path, options: OnnxOptions) -> None:
         self.path = path
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -37,27 +71,25 @@ class OnnxBackend:
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             providers = choose_providers(options.device, ort.get_available_providers())
-            self.session = ort.InferenceSession(str(path), session_options, providers=providers)
+            session = ort.InferenceSession(str(path), session_options, providers=providers)
         except ValueError as exc:
             raise ModelLoadError(str(path), str(exc)) from exc
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(str(path), f"ONNX Runtime could not read it ({exc})") from exc
-        model_input = self.session.get_inputs()[0]
+        self.session: ort.InferenceSession | None = session
+        model_input = session.get_inputs()[0]
         self.input_name = model_input.name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self.output_names = [o.name for o in session.get_outputs()]
+        meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
         shape = model_input.shape  # e.g. [1, 3, 640, 640] or ['batch', 3, 'height', 'width']
         if len(shape) != 4:
             raise ModelLoadError(str(path), f"input {self.input_name!r} has shape {shape}, expected (N, 3, H, W)")
         fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
-        input_shape = (shape[2], shape[3]) if fixed else meta.get("imgsz") if meta.get("dynamic") is False \
-            else options.input_size
-        output_shapes = [tuple(o.shape) for o in self.session.get_outputs()]
-        task = resolve_task(str(path), meta.get("task") or None, options.task)
-        if not meta.get("task") and options.task == "auto":
-            task = infer_task(output_shapes, None)
-        names = meta.get("names") or _numbered_names(output_shapes, task)
-        active = self.session.get_providers()[0]
+        input_shape = _input_shape(shape, meta, options.input_size)
+        output_shapes = [tuple(o.shape) for o in session.get_outputs()]
+        task = model_task(str(path), meta.get("task") or None, options.task, output_shapes)
+        names = meta.get("names") or numbered_names(output_shapes, task)
+        active = session.get_providers()[0]
         self.input_dtype = np.dtype(_DTYPES.get(model_input.type, "float32"))
         self.info = ModelInfo(
             name=path.name, format="onnx", runtime=f"onnxruntime {ort.__version__} ({active})",
@@ -68,22 +100,29 @@ class OnnxBackend:
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         if tensor.dtype != self.input_dtype:
             tensor = tensor.astype(self.input_dtype)
-        return self.session.run(self.output_names, {self.input_name: tensor})
+        if self.session is None:
+            raise RuntimeError(f"ONNX backend for {self.path.name} is closed")
+        outputs: list[np.ndarray] = self.session.run(self.output_names, {self.input_name: tensor})
+        return outputs
+
+    def disable_device_frames(self) -> None:
+        pass  # there is no device frame path to leave
 
     def close(self) -> None:
         self.session = None
 
 
-def _numbered_names(output_shapes: list[tuple], task: str) -> dict[int, str]:
-    """Class names "0".."nc-1" when a model has no metadata and the class count is readable."""
-    first = output_shapes[0]
-    channels = first[-1] if task == "classify" else first[1]
-    if not isinstance(channels, int):
-        return {}
-    masks = output_shapes[1][1] if task == "segment" and isinstance(output_shapes[1][1], int) else 0
-    count = channels if task == "classify" else channels - 4 - masks
-    return {i: str(i) for i in range(max(count, 0))}
+def _input_shape(shape: list[int | str | None], meta: dict[str, Any], configured: InputSize) -> InputSize:
+    """(height, width): the model's fixed input size; else the size its metadata says it was exported
+    at when it says the export is not dynamic (dimensions named anyway); else the configured size."""
+    height, width = shape[2], shape[3]
+    if isinstance(height, int) and isinstance(width, int):
+        return height, width
+    exported: InputSize | None = meta.get("imgsz")
+    if meta.get("dynamic") is False and exported is not None:
+        return exported
+    return configured
 
 
-def load(path: Path, options: BackendOptions) -> OnnxBackend:
-    return OnnxBackend(path, options)
+def load(path: Path, request: BackendOptions) -> Backend:
+    return OnnxBackend(path, options_for(path, OnnxOptions.from_request, request))

@@ -19,18 +19,30 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import enum
 import importlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 
-from .base import BackendOptions, ModelInfo, ModelLoadError
-from .metadata import infer_task, parse_metadata, resolve_task
+from .base import (
+    Backend,
+    BackendOptions,
+    DeviceFrames,
+    InputSize,
+    ModelInfo,
+    ModelLoadError,
+    OptionError,
+    checked_input_size,
+    checked_task,
+    options_for,
+)
+from .metadata import model_task, numbered_names, parse_metadata
 
 log = logging.getLogger(__name__)
 
@@ -99,66 +111,68 @@ class CudaRuntimeApi:
         if device_index >= count:
             raise CudaUnavailable(f"CUDA device {device_index} does not exist ({count} device(s) present)")
         self._host_allocations: dict[int, int] = {}  # id(array) -> pointer
-        self._call("cudaSetDevice", device_index)
+        self._call(self.rt.cudaSetDevice, device_index)
 
     def _error_name(self, err: Any) -> str:
         with contextlib.suppress(Exception):
             _, text = self.rt.cudaGetErrorString(err)
+            # an enum member in cuda-python's bindings, whose types vary by release: its name where it has one
             return f"{getattr(err, 'name', err)}: {text.decode() if isinstance(text, bytes) else text}"
         return str(err)
 
-    def _call(self, function: str, *args: Any) -> Any:
-        result = getattr(self.rt, function)(*args)
+    def _call(self, function: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
+        """`function(*args)` of the bindings, which return (error, results...): the results, or raise."""
+        result = function(*args)
         err, rest = result[0], result[1:]
         if int(err) != 0:
-            raise RuntimeError(f"CUDA {function} failed: {self._error_name(err)}")
+            raise RuntimeError(f"CUDA {function.__name__} failed: {self._error_name(err)}")
         return rest[0] if len(rest) == 1 else rest or None
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
         # The runtime binds a thread to device 0 unless told otherwise; infer may run on any thread.
-        self._call("cudaSetDevice", self.device_index)
+        self._call(self.rt.cudaSetDevice, self.device_index)
         yield
 
     def malloc(self, nbytes: int) -> int:
-        return int(self._call("cudaMalloc", nbytes))
+        return int(self._call(self.rt.cudaMalloc, nbytes))
 
     def free(self, pointer: int) -> None:
-        self._call("cudaFree", pointer)
+        self._call(self.rt.cudaFree, pointer)
 
     def host_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A page-locked host array (fast, truly asynchronous copies)."""
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        pointer = int(self._call("cudaMallocHost", nbytes))
+        pointer = int(self._call(self.rt.cudaMallocHost, nbytes))
         raw = (ctypes.c_uint8 * nbytes).from_address(pointer)
-        array = np.frombuffer(raw, dtype=np.uint8).view(dtype).reshape(shape)
+        array = np.ctypeslib.as_array(raw).view(dtype).reshape(shape)
         self._host_allocations[id(array)] = pointer
         return array
 
     def host_free(self, array: np.ndarray) -> None:
         pointer = self._host_allocations.pop(id(array), None)
         if pointer is not None:
-            self._call("cudaFreeHost", pointer)
+            self._call(self.rt.cudaFreeHost, pointer)
 
     def copy_to_device_async(self, device_pointer: int, host: np.ndarray, stream: Any) -> None:
-        self._call("cudaMemcpyAsync", device_pointer, host.ctypes.data, host.nbytes,
+        self._call(self.rt.cudaMemcpyAsync, device_pointer, host.ctypes.data, host.nbytes,
                    self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
 
     def copy_to_host_async(self, host: np.ndarray, device_pointer: int, stream: Any) -> None:
-        self._call("cudaMemcpyAsync", host.ctypes.data, device_pointer, host.nbytes,
+        self._call(self.rt.cudaMemcpyAsync, host.ctypes.data, device_pointer, host.nbytes,
                    self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
 
     def stream_create(self) -> Any:
-        return self._call("cudaStreamCreate")
+        return self._call(self.rt.cudaStreamCreate)
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)
 
     def stream_sync(self, stream: Any) -> None:
-        self._call("cudaStreamSynchronize", stream)
+        self._call(self.rt.cudaStreamSynchronize, stream)
 
     def stream_destroy(self, stream: Any) -> None:
-        self._call("cudaStreamDestroy", stream)
+        self._call(self.rt.cudaStreamDestroy, stream)
 
     def close(self) -> None:
         pass
@@ -201,9 +215,10 @@ class PyCudaApi:
         return self.driver.pagelocked_empty(shape, dtype)
 
     def host_free(self, array: np.ndarray) -> None:
-        base = getattr(array, "base", None)
-        if base is not None and hasattr(base, "free"):
-            base.free()
+        # pycuda's pagelocked arrays keep their allocation (untyped, with a free()) as the array's base
+        free = getattr(array.base, "free", None)
+        if callable(free):
+            free()
 
     def copy_to_device_async(self, device_pointer: Any, host: np.ndarray, stream: Any) -> None:
         self.driver.memcpy_htod_async(device_pointer, host, stream)
@@ -274,10 +289,48 @@ class IOTensor:
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None  # (min, opt, max)
 
 
+class TensorRTApi(enum.Enum):
+    """The two generations of TensorRT's execution API."""
+
+    NAMED_TENSORS = "named tensors"  # TensorRT 8.5+ and 10+: set_tensor_address + execute_async_v3
+    BINDINGS = "bindings"  # TensorRT up to 8.x: binding indices + execute_async_v2
+
+
+def tensorrt_api(engine: Any, context: Any) -> TensorRTApi:
+    """Which API generation an engine and its execution context offer, named tensors preferred.
+
+    Read off the objects themselves with hasattr: TensorRT's Python bindings come with no types or
+    protocols to check against, and the version number does not say it either (8.5 and 8.6 offer
+    both generations, 10 only named tensors).
+    """
+    if hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"):
+        return TensorRTApi.NAMED_TENSORS
+    if hasattr(engine, "num_bindings") and hasattr(context, "execute_async_v2"):
+        return TensorRTApi.BINDINGS
+    raise RuntimeError("this TensorRT offers neither named I/O tensors (execute_async_v3) nor bindings "
+                       "(execute_async_v2)")
+
+
+class TensorApi(Protocol):
+    """One API generation behind the calls the backend makes."""
+
+    generation: TensorRTApi
+
+    def tensors(self, engine: Any) -> list[IOTensor]: ...
+
+    def set_input_shape(self, context: Any, tensor: IOTensor, shape: tuple[int, ...]) -> bool: ...
+
+    def resolved_shape(self, context: Any, tensor: IOTensor) -> tuple[int, ...]: ...
+
+    def bind(self, context: Any, tensors: list[IOTensor], pointers: list[int]) -> None: ...
+
+    def execute(self, context: Any, stream_handle: int) -> bool: ...
+
+
 class NamedTensorApi:
     """TensorRT 8.5+ / 10+: tensors addressed by name, `execute_async_v3`."""
 
-    generation = "named tensors"
+    generation = TensorRTApi.NAMED_TENSORS
 
     def __init__(self, trt: Any) -> None:
         self.trt = trt
@@ -311,7 +364,7 @@ class NamedTensorApi:
 class BindingApi:
     """TensorRT up to 8.x: tensors addressed by binding index, `execute_async_v2`."""
 
-    generation = "bindings"
+    generation = TensorRTApi.BINDINGS
 
     def __init__(self, trt: Any) -> None:
         self.trt = trt
@@ -341,13 +394,11 @@ class BindingApi:
         return bool(context.execute_async_v2(bindings=self.pointers, stream_handle=stream_handle))
 
 
-def tensor_api(trt: Any, engine: Any, context: Any) -> NamedTensorApi | BindingApi:
-    if hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"):
+def tensor_api(trt: Any, engine: Any, context: Any) -> TensorApi:
+    """The adapter for the API generation `engine` and `context` offer."""
+    if tensorrt_api(engine, context) is TensorRTApi.NAMED_TENSORS:
         return NamedTensorApi(trt)
-    if hasattr(engine, "num_bindings") and hasattr(context, "execute_async_v2"):
-        return BindingApi(trt)
-    raise RuntimeError("this TensorRT offers neither named I/O tensors (execute_async_v3) nor bindings "
-                       "(execute_async_v2)")
+    return BindingApi(trt)
 
 
 def _dims3(shapes: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -359,10 +410,16 @@ def _np_dtype(trt: Any, trt_dtype: Any) -> np.dtype:
     return np.dtype(trt.nptype(trt_dtype))
 
 
-def make_logger(trt: Any) -> Any:
+class RecordingLogger(Protocol):
+    """A TensorRT logger (a trt.ILogger) that keeps the error messages it was given."""
+
+    errors: list[str]
+
+
+def make_logger(trt: Any) -> RecordingLogger:
     """A TensorRT logger that keeps error messages (to explain a failed load) and forwards warnings."""
 
-    class RecordingLogger(trt.ILogger):
+    class ErrorKeepingLogger(trt.ILogger):  # type: ignore[misc]  # trt.ILogger is untyped (Any)
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
@@ -374,7 +431,7 @@ def make_logger(trt: Any) -> Any:
             elif severity == trt.ILogger.Severity.WARNING:
                 log.warning("TensorRT: %s", msg)
 
-    return RecordingLogger()
+    return ErrorKeepingLogger()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +448,24 @@ def _import_tensorrt(path: Path) -> Any:
                                         "Without TensorRT, use the .onnx model") from exc
 
 
-def _device_index(path: Path, device: str) -> int:
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """What the TensorRT backend takes from the configuration. No `half` or `threads`: an engine runs
+    in the precision it was built with, on the GPU."""
+
+    device_index: int = 0  # the CUDA device
+    input_size: InputSize = (640, 640)  # (height, width) for an engine with a dynamic input shape
+    task: str = "auto"
+
+    @classmethod
+    def from_request(cls, request: BackendOptions) -> TensorRTOptions:
+        """The TensorRT part of `request`, checked; raises OptionError naming the config key and value."""
+        return cls(device_index=cuda_device_index(request.device),
+                   input_size=checked_input_size(request.input_size), task=checked_task(request.task))
+
+
+def cuda_device_index(device: str) -> int:
+    """auto, cuda, gpu -> 0; cuda:N or N -> N; anything else (the CPU) is an OptionError."""
     device = device.strip().lower()
     if device in ("auto", "cuda", "gpu", "0"):
         return 0
@@ -399,46 +473,51 @@ def _device_index(path: Path, device: str) -> int:
         return int(device[5:])
     if device.isdigit():
         return int(device)
-    raise ModelLoadError(str(path), f"config key 'device' is {device!r} but TensorRT engines run only on a CUDA "
-                                    "GPU; use 'auto', 'cuda' or 'cuda:N' (or an .onnx model for the CPU)")
+    raise OptionError(f"config key 'device' is {device!r} but TensorRT engines run only on a CUDA GPU; use "
+                      "'auto', 'cuda' or 'cuda:N' (or an .onnx model for the CPU)")
 
 
 class TensorRTBackend:
     """A deserialized engine with its execution context, buffers and stream."""
 
-    def __init__(self, path: Path, options: BackendOptions) -> None:
+    # The engine reads host-prepared tensors: there is no device frame path.
+    device_frames: DeviceFrames | None = None
+
+    def __init__(self, path: Path, options: TensorRTOptions) -> None:
         self.path = path
         self._device_buffers: list[Any] = []
         self._host_buffers: list[np.ndarray] = []
         self._stream: Any = None
         self.context: Any = None
         self.engine: Any = None
+        self.runtime: Any = None
+        self.logger: RecordingLogger | None = None
         self.trt = _import_tensorrt(path)
-        device_index = _device_index(path, options.device)
-        self.cuda: CudaApi | None = open_cuda(path, device_index)
+        cuda = open_cuda(path, options.device_index)
+        self.cuda: CudaApi | None = cuda
         try:
-            with self.cuda.activate():
-                self._load(path, options, device_index)
+            with cuda.activate():
+                self._load(path, options, cuda)
         except BaseException:
             self.close()
             raise
 
-    def _load(self, path: Path, options: BackendOptions, device_index: int) -> None:
-        trt, cuda = self.trt, self.cuda
+    def _load(self, path: Path, options: TensorRTOptions, cuda: CudaApi) -> None:
+        trt = self.trt
         try:
             header, engine_bytes = split_engine_file(path.read_bytes())
         except OSError as exc:
             raise ModelLoadError(str(path), f"cannot read the file ({exc})") from exc
         raw_meta = {**read_sidecar(path), **header}  # the engine's own header wins
         meta = parse_metadata(raw_meta)
-        self.logger = make_logger(trt)
-        self.runtime = trt.Runtime(self.logger)
+        self.logger = logger = make_logger(trt)
+        self.runtime = trt.Runtime(logger)
         if raw_meta.get("dla") is not None:
             self.runtime.DLA_core = int(raw_meta["dla"])
         try:
             self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
         except Exception as exc:  # TensorRT 10 may raise instead of returning None
-            self.logger.errors.append(str(exc))
+            logger.errors.append(str(exc))
             self.engine = None
         if self.engine is None:
             raise ModelLoadError(str(path), self._deserialize_failure(raw_meta))
@@ -478,24 +557,21 @@ class TensorRTBackend:
         self.api.bind(self.context, tensors, [int(p) for p in pointers])
         self._input_device = pointers[tensors.index(self.input)]
         self._output_device = [pointers[tensors.index(t)] for t in self.outputs]
-        self._input_host = self._host(self.input.shape, self.input.dtype)
-        self._output_host = [self._host(t.shape, t.dtype) for t in self.outputs]
+        self._input_host = self._host(cuda, self.input.shape, self.input.dtype)
+        self._output_host = [self._host(cuda, t.shape, t.dtype) for t in self.outputs]
 
         output_shapes = [t.shape for t in self.outputs]
-        model_task = meta.get("task") or None
-        task = resolve_task(str(path), model_task, options.task)
-        if not model_task and options.task == "auto":
-            task = infer_task(output_shapes, None)
+        task = model_task(str(path), meta.get("task") or None, options.task, output_shapes)
         self.info = ModelInfo(
             name=path.name, format="tensorrt", runtime=f"tensorrt {trt.__version__}",
-            device=f"cuda:{device_index}", task=task, input_shape=(height, width),
-            names=meta.get("names") or _numbered_names(output_shapes, task), stride=int(meta.get("stride", 32)),
+            device=f"cuda:{options.device_index}", task=task, input_shape=(height, width),
+            names=meta.get("names") or numbered_names(output_shapes, task), stride=int(meta.get("stride", 32)),
             input_dtype=str(self.input.dtype), dynamic=dynamic)
         log.info("loaded TensorRT engine %s (TensorRT %s, %s API, CUDA via %s, input %s %s)", path.name,
-                 trt.__version__, self.api.generation, cuda.name, self.input.shape, self.input.dtype)
+                 trt.__version__, self.api.generation.value, cuda.name, self.input.shape, self.input.dtype)
 
-    def _host(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        array = self.cuda.host_empty(shape, dtype)
+    def _host(self, cuda: CudaApi, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        array = cuda.host_empty(shape, dtype)
         self._host_buffers.append(array)
         return array
 
@@ -526,7 +602,7 @@ class TensorRTBackend:
         return shape  # type: ignore[return-value]
 
     def _last_error(self) -> str:
-        errors = getattr(getattr(self, "logger", None), "errors", None)
+        errors = self.logger.errors if self.logger is not None else []
         return f": {errors[-1]}" if errors else ""
 
     def _deserialize_failure(self, raw_meta: dict[str, Any]) -> str:
@@ -562,13 +638,16 @@ class TensorRTBackend:
         # Fresh arrays: the staging buffers are overwritten by the next call.
         return [host.astype(np.float32) if host.dtype == np.float16 else host.copy() for host in self._output_host]
 
+    def disable_device_frames(self) -> None:
+        pass  # there is no device frame path to leave
+
     def close(self) -> None:
         cuda, self.cuda = self.cuda, None
         if cuda is None:
             return
         with contextlib.suppress(Exception), cuda.activate():
-            releases = [(cuda.free, b) for b in self._device_buffers] + \
-                [(cuda.host_free, a) for a in self._host_buffers]
+            releases: list[tuple[Callable[[Any], None], Any]] = [(cuda.free, b) for b in self._device_buffers]
+            releases += [(cuda.host_free, a) for a in self._host_buffers]
             if self._stream is not None:
                 releases = [(cuda.stream_sync, self._stream), *releases, (cuda.stream_destroy, self._stream)]
             for release, item in releases:
@@ -584,14 +663,5 @@ class TensorRTBackend:
         cuda.close()
 
 
-def _numbered_names(output_shapes: list[tuple[int, ...]], task: str) -> dict[int, str]:
-    """Class names "0".."nc-1" when the engine carries no metadata."""
-    first = output_shapes[0]
-    channels = first[-1] if task == "classify" else first[1]
-    masks = output_shapes[1][1] if task == "segment" and len(output_shapes) > 1 else 0
-    count = channels if task == "classify" else channels - 4 - masks
-    return {i: str(i) for i in range(max(count, 0))}
-
-
-def load(path: Path, options: BackendOptions) -> TensorRTBackend:
-    return TensorRTBackend(Path(path), options)
+def load(path: Path, request: BackendOptions) -> Backend:
+    return TensorRTBackend(Path(path), options_for(path, TensorRTOptions.from_request, request))

@@ -17,14 +17,47 @@ import contextlib
 import io
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .base import BackendOptions, ModelInfo, ModelLoadError
-from .metadata import resolve_task
+from .base import (
+    DEVICE_CHOICES,
+    Backend,
+    BackendOptions,
+    InputSize,
+    ModelInfo,
+    ModelLoadError,
+    checked_device,
+    checked_flag,
+    checked_input_size,
+    checked_task,
+    checked_threads,
+    options_for,
+)
+from .metadata import model_task
 from .torch_frames import DeviceFramePath, export_outputs
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """What the PyTorch backend takes from the configuration."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    half: bool = False  # FP16 weights and inputs, on a CUDA GPU only
+    threads: int = 0  # torch's intra-op threads; 0 = torch's default
+    input_size: InputSize = (640, 640)  # (height, width): multiples of the model's stride
+    task: str = "auto"
+
+    @classmethod
+    def from_request(cls, request: BackendOptions) -> TorchOptions:
+        """The PyTorch part of `request`, checked; raises OptionError naming the config key and value."""
+        return cls(device=checked_device(request.device), half=checked_flag("half", request.half),
+                   threads=checked_threads(request.threads), input_size=checked_input_size(request.input_size),
+                   task=checked_task(request.task))
 
 
 def choose_device(wanted: str) -> torch.device:
@@ -42,16 +75,18 @@ def choose_device(wanted: str) -> torch.device:
             raise ValueError(f"config key 'device' is {wanted!r} but only {torch.cuda.device_count()} "
                              f"CUDA device(s) exist")
         return device
-    raise ValueError(f"config key 'device' is {wanted!r}; expected auto, cpu, cuda or cuda:N")
+    raise ValueError(f"config key 'device' is {wanted!r}; expected {DEVICE_CHOICES}")
 
 
-def _load_checkpoint(path: Path) -> torch.nn.Module:
+def _load_checkpoint(path: Path) -> object:
     """The model inside an Ultralytics checkpoint (FP32, eval mode), Ultralytics' messages silenced."""
     omp_threads = os.environ.get("OMP_NUM_THREADS")
     try:
         from ultralytics.nn.tasks import load_checkpoint
     except ImportError:  # Ultralytics < 8.3.x names it attempt_load_one_weight
-        from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
+        from ultralytics.nn.tasks import (  # type: ignore[attr-defined,no-redef]  # absent from new Ultralytics
+            attempt_load_one_weight as load_checkpoint,
+        )
     finally:
         if omp_threads is None:  # importing Ultralytics sets OMP_NUM_THREADS=1 for its training loaders
             os.environ.pop("OMP_NUM_THREADS", None)
@@ -60,12 +95,57 @@ def _load_checkpoint(path: Path) -> torch.nn.Module:
     return model
 
 
+# An Ultralytics model keeps its facts (names, task, stride, end2end) and `fuse` as plain attributes
+# that differ between Ultralytics versions and model kinds, with no class or protocol to check them
+# against: the functions below read that foreign object with hasattr/getattr, and only they do.
+
+def _yolo_model(path: Path, loaded: object) -> torch.nn.Module:
+    """`loaded` as a module, when it is an Ultralytics YOLO model (it has class names)."""
+    if not isinstance(loaded, torch.nn.Module) or not hasattr(loaded, "names"):
+        raise ModelLoadError(str(path), "the checkpoint holds no Ultralytics YOLO model")
+    return loaded
+
+
+def _class_names(model: torch.nn.Module) -> dict[int, str]:
+    names: Any = model.names
+    pairs = names.items() if isinstance(names, dict) else enumerate(names)
+    return {int(k): str(v) for k, v in pairs}
+
+
+def _model_task(model: torch.nn.Module) -> str | None:
+    task = getattr(model, "task", None)
+    return task if isinstance(task, str) else None
+
+
+def _stride(model: torch.nn.Module) -> int:
+    strides = getattr(model, "stride", None)
+    return max(int(strides.max()), 32) if isinstance(strides, torch.Tensor) else 32
+
+
+def _one_to_many_head(model: torch.nn.Module) -> None:
+    """YOLOv10/YOLO26 carry an NMS-free head too; like Ultralytics' predictor (nms=None) and its
+    default ONNX export, run the one-to-many head so outputs have the (1, 4 + nc, A) layout."""
+    if getattr(model, "end2end", False):
+        with contextlib.suppress(AttributeError):  # read-only in old Ultralytics: decode handles both
+            setattr(model, "end2end", False)  # noqa: B010 - nn.Module types attribute values as tensors
+
+
+def _fused(model: torch.nn.Module) -> torch.nn.Module:
+    """Conv + BatchNorm folded, as Ultralytics' own predictor does."""
+    fuse = getattr(model, "fuse", None)
+    if not callable(fuse):
+        return model
+    with contextlib.redirect_stdout(io.StringIO()):
+        fused = fuse(verbose=False) if _accepts_verbose(fuse) else fuse()
+    return fused if isinstance(fused, torch.nn.Module) else model
+
+
 def _as_numpy(value: torch.Tensor) -> np.ndarray:
     return value.detach().float().cpu().numpy()
 
 
 class TorchBackend:
-    def __init__(self, path: Path, options: BackendOptions) -> None:
+    def __init__(self, path: Path, options: TorchOptions) -> None:
         self.path = path
         if options.threads > 0:
             torch.set_num_threads(options.threads)
@@ -74,27 +154,20 @@ class TorchBackend:
         except ValueError as exc:
             raise ModelLoadError(str(path), str(exc)) from exc
         try:
-            model = _load_checkpoint(path)
+            loaded = _load_checkpoint(path)
         except Exception as exc:  # torch/pickle/Ultralytics raise many types for a bad file
             detail = " ".join(str(exc).replace("ERROR ❌️", "").split())
             raise ModelLoadError(str(path), f"not a readable Ultralytics YOLO checkpoint "
                                  f"({type(exc).__name__}: {detail})") from exc
-        if not isinstance(model, torch.nn.Module) or not hasattr(model, "names"):
-            raise ModelLoadError(str(path), "the checkpoint holds no Ultralytics YOLO model")
-        task = resolve_task(str(path), getattr(model, "task", None), options.task)
-        stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-        input_shape = (int(options.input_size[0]), int(options.input_size[1]))
+        model = _yolo_model(path, loaded)
+        task = model_task(str(path), _model_task(model), options.task, None)
+        stride = _stride(model)
+        input_shape = options.input_size
         if task != "classify" and (input_shape[0] % stride or input_shape[1] % stride):
             raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH are {input_shape[0]}x"
                                  f"{input_shape[1]}; a {task} model needs multiples of its stride {stride}")
-        if getattr(model, "end2end", False):
-            # YOLOv10/YOLO26 carry an NMS-free head too; like Ultralytics' predictor (nms=None) and its
-            # default ONNX export, run the one-to-many head so outputs have the (1, 4 + nc, A) layout.
-            with contextlib.suppress(AttributeError):  # read-only in old Ultralytics: decode handles both
-                model.end2end = False
-        if hasattr(model, "fuse"):
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = model.fuse(verbose=False) if _accepts_verbose(model.fuse) else model.fuse()
+        _one_to_many_head(model)
+        model = _fused(model)
         self.half = bool(options.half and self.device.type == "cuda")  # FP16 only pays off on a GPU
         model = model.to(self.device).eval()
         model = model.half() if self.half else model.float()
@@ -102,14 +175,12 @@ class TorchBackend:
             model = model.to(memory_format=torch.channels_last)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        self.model = model
-        names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+        self.model: torch.nn.Module | None = model
         version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
         device_name = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
         self.info = ModelInfo(
             name=path.name, format="pytorch", runtime=f"torch {version}", device=device_name, task=task,
-            input_shape=input_shape, names={int(k): str(v) for k, v in names.items()}, stride=stride,
-            input_dtype="float32", dynamic=True)
+            input_shape=input_shape, names=_class_names(model), stride=stride, input_dtype="float32", dynamic=True)
         self.frame_path: DeviceFramePath | None = None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN time its kernels once
@@ -130,6 +201,8 @@ class TorchBackend:
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         if self.frame_path is not None:
             return self.frame_path.forward(tensor)
+        if self.model is None:
+            raise RuntimeError(f"PyTorch backend for {self.path.name} is closed")
         with torch.inference_mode():
             batch = torch.from_numpy(np.ascontiguousarray(tensor)).to(self.device, non_blocking=True)
             batch = batch.half() if self.half else batch.float()
@@ -150,7 +223,7 @@ def _channels_last_is_faster(device: torch.device) -> bool:
             and torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled))
 
 
-def _accepts_verbose(method: object) -> bool:
+def _accepts_verbose(method: Callable[..., object]) -> bool:
     import inspect
 
     try:
@@ -159,5 +232,5 @@ def _accepts_verbose(method: object) -> bool:
         return False
 
 
-def load(path: Path, options: BackendOptions) -> TorchBackend:
-    return TorchBackend(Path(path), options)
+def load(path: Path, request: BackendOptions) -> Backend:
+    return TorchBackend(Path(path), options_for(path, TorchOptions.from_request, request))

@@ -157,7 +157,7 @@ class _DecodeChooser:
         self.timings[path].append(milliseconds)
         if all(len(times) >= DECODE_TRIALS for times in self.timings.values()):
             medians = {path: statistics.median(times) for path, times in self.timings.items()}
-            self.choice = min(medians, key=medians.get)
+            self.choice = min(medians, key=lambda path: medians[path])
             log.info("decoding on the %s from now on: median post-processing %.3f ms with device decoding, "
                      "%.3f ms with host decoding", self.choice, medians["device"], medians["host"])
 
@@ -290,7 +290,7 @@ class DeviceFramePath:
         return time.perf_counter()
 
     def _synchronize(self) -> None:
-        if self._cuda:
+        if self._stream is not None:  # on CUDA
             self._stream.synchronize()
 
     def _to_device(self, staged: torch.Tensor) -> torch.Tensor:
@@ -359,4 +359,6 @@ def export_outputs(output: object) -> list[torch.Tensor]:
     first = output[0] if isinstance(output, (list, tuple)) else output
     if isinstance(first, (list, tuple)):
         return [t for t in first if isinstance(t, torch.Tensor)]
+    if not isinstance(first, torch.Tensor):
+        raise TypeError(f"the model's forward returned {type(first).__name__}, not the tensors of a YOLO head")
     return [first]
