@@ -201,7 +201,7 @@ def test_segment_matches_ultralytics(fmt, random_model, frames, record_property)
         outputs = predictor.backend.infer(prepared.tensor)
         geometry = prepared.geometry
         ours, regions = processing.decode_segments(outputs, geometry, nc, CONF, IOU, MAX_DET)
-        streamed = predictor.decode(outputs, geometry)  # what the component publishes
+        streamed, _ = predictor.decode(outputs, geometry).with_polygons()  # what the component publishes
         np.testing.assert_array_equal(streamed.boxes, ours.boxes)
         theirs = ultralytics_predict(path, "segment", frame, DETECT_SIZE)
         partner, iou, diff = match_detections(

@@ -179,7 +179,7 @@ def test_predictions_equal_the_numpy_path(random_model, task):
     for index, frame in enumerate(frames):
         prepared = ours.prepare(frame, buffers[index % 2])
         assert isinstance(prepared.tensor, torch.Tensor) and prepared.tensor.dtype == torch.uint8
-        got = ours.infer_and_decode(prepared)
+        got = ours.infer_and_decode(prepared).finish()  # the polygon step, as for a published frame
         want = reference.predict(frame).result
         assert len(got.result) == len(want) > 0
         np.testing.assert_array_equal(got.result.class_ids, want.class_ids)
@@ -277,7 +277,7 @@ def test_the_frame_feeder_stages_frames_for_the_device_path(random_model, tmp_pa
     video gives the numpy path's detections, and the bench reports how the path ran."""
     from conftest import make_video
 
-    from yolo_edge.pipeline import FrameFeeder
+    from yolo_edge.pipeline import FeedFrame, FrameFeeder
     from yolo_edge.sources import open_source
     from yolo_edge_tools import bench_worker
 
@@ -286,7 +286,7 @@ def test_the_frame_feeder_stages_frames_for_the_device_path(random_model, tmp_pa
     feeder = FrameFeeder(open_source(str(video)), ours.prepare).start()
     compared = 0
     try:
-        while (item := feeder.get(30.0)) is not None and not item.end:
+        while isinstance(item := feeder.get(30.0), FeedFrame):
             got, want = ours.infer_and_decode(item.prepared).result, reference.predict(item.prepared.frame).result
             assert len(got) == len(want)
             np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)

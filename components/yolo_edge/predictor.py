@@ -13,6 +13,7 @@ import numpy as np
 
 from . import processing
 from .backends import Backend, BackendOptions, DeviceFrames, ModelInfo, load_backend
+from .backends.metadata import classes_from_output
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -149,21 +150,17 @@ class Predictor:
             return processing.top_k(outputs[0], s.top_k)
         if task == "detect":
             return processing.postprocess_detect(outputs[0], geometry, self.info.num_classes or
-                                                 _classes_from_output(outputs[0], 0),
+                                                 classes_from_output(outputs[0], 0),
                                                  s.conf_threshold, s.iou_threshold, s.max_det, end2end)
         if task == "segment":
             return processing.postprocess_segment_deferred(outputs, geometry, self.info.num_classes or
-                                                           _classes_from_output(outputs[0], outputs[1].shape[1]),
+                                                           classes_from_output(outputs[0], outputs[1].shape[1]),
                                                            s.conf_threshold, s.iou_threshold, s.max_det,
                                                            end2end=end2end)
         raise ValueError(f"task {task!r} is not supported")
 
     def close(self) -> None:
         self.backend.close()
-
-
-def _classes_from_output(output: np.ndarray, num_masks: int) -> int:
-    return output.shape[-2] - 4 - num_masks
 
 
 MODEL_DIR_VARIABLE = "YOLO_EDGE_MODEL_DIR"

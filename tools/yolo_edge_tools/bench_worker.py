@@ -357,7 +357,7 @@ def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
 
 def _device_path(predictor) -> dict[str, Any]:
     """How a GPU frame path ran (PyTorch on CUDA): CUDA graphs or not, where decoding was done."""
-    path = getattr(predictor, "device_frames", None)
+    path = predictor.device_frames
     if path is None:
         return {}
     return {"device_frames": {"cuda_graphs": bool(getattr(path, "graphs", False)),
