@@ -137,11 +137,11 @@ def run_send(args: argparse.Namespace) -> int:
         client.username_pw_set(settings.username, settings.password)
     if settings.ca_file:
         client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
-    replies: list[dict] = []
+    replies: list[dict[str, Any]] = []
     got_reply = threading.Event()
     subscribed = threading.Event()
 
-    def on_message(_c, _u, message) -> None:
+    def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
         try:
             body = json.loads(message.payload)
         except ValueError:

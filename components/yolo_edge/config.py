@@ -236,8 +236,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError("--config", str(path), "a mapping of configuration keys")
+    keys: dict[str, Any] = data
     # Allow pasting the recipe's ComponentConfiguration.DefaultConfiguration block as it is.
     for wrapper in ("ComponentConfiguration", "DefaultConfiguration"):
-        if set(data) == {wrapper}:
-            data = data[wrapper]
-    return data
+        if set(keys) == {wrapper}:
+            keys = keys[wrapper]
+    return keys

@@ -32,7 +32,7 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple, TypeVar
 
 TEGRA_RELEASE_ENV = "YOLO_EDGE_TEGRA_RELEASE"
 DEFAULT_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -167,7 +167,8 @@ def probe_system(python: str) -> dict[str, object]:
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         return {"cv2_error": f"probe of {python} exited {done.returncode}: {done.stderr.strip()[-300:]}"}
-    return json.loads(lines[-1])
+    facts: dict[str, object] = json.loads(lines[-1])  # _PROBE prints one JSON object
+    return facts
 
 
 # -- the wheel's requirements ------------------------------------------------------------------------
@@ -238,12 +239,16 @@ def _version_tuple(text: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.group(0).split(".")) if match else None
 
 
-def _ordered(left: object, op: str, right: object) -> bool:
+# A marker's two sides compare as versions (int tuples) or as strings, never one with the other.
+_Comparable = TypeVar("_Comparable", str, Tuple[int, ...])
+
+
+def _ordered(left: _Comparable, op: str, right: _Comparable) -> bool:
     if op in ("==", "==="):
         return left == right
     if op == "!=":
         return left != right
-    return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]  # type: ignore[operator]
+    return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
 
 
 def _compare(left: str, op: str, right: str) -> bool:
@@ -536,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = detect_device(tegra_release_path(args.tegra_release))
         metadata = read_wheel_metadata(args.wheel) if args.wheel else None
-        plan = make_plan(device, extras, metadata, sys.version_info, sys.executable,
+        plan = make_plan(device, extras, metadata, sys.version_info[:3], sys.executable,
                          lambda: probe_system(sys.executable))
     except PlanError as exc:
         print(f"install_plan: error: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ class RunStats:
         self.frames = 0
         self.published = 0
         self.dropped = 0
-        self.latencies = {stage: deque(maxlen=self.window) for stage in STAGES}
+        self.latencies: dict[str, deque[float]] = {stage: deque(maxlen=self.window) for stage in STAGES}
         self.first_frame_at: float | None = None
         self.last_frame_at: float | None = None
 

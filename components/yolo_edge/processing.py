@@ -19,6 +19,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -266,7 +267,7 @@ def preprocess_classify(frame: np.ndarray, input_shape: tuple[int, int], dtype: 
 
 
 @functools.lru_cache(maxsize=None)
-def _pillow_image():
+def _pillow_image() -> Any:
     """PIL.Image when Pillow is installed, else None (imported on first use)."""
     try:
         from PIL import Image
@@ -373,7 +374,8 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
+    iou: np.ndarray = inter / np.maximum(area + areas - inter, 1e-9)
+    return iou
 
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -387,7 +389,8 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     inter = np.maximum(width, 0, out=width)
     inter *= np.maximum(height, 0, out=height)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (area_a[:, None] + area_b[None, :] - inter)
+        iou: np.ndarray = inter / (area_a[:, None] + area_b[None, :] - inter)
+        return iou
 
 
 def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
@@ -450,7 +453,7 @@ def is_end2end(output: np.ndarray, num_classes: int, num_masks: int = 0) -> bool
     (1, max_det, 6 + nm) rows of x1, y1, x2, y2, score, class[, mask coefficients], best first,
     instead of YOLOv8's (1, 4 + nc + nm, anchors)."""
     rows, columns = output.shape[-2:]
-    return columns == 6 + num_masks and rows != 4 + num_classes + num_masks
+    return bool(columns == 6 + num_masks and rows != 4 + num_classes + num_masks)
 
 
 def decode_end2end(output: np.ndarray, conf_threshold: float, max_det: int

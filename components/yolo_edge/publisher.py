@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import messages
 from .codes import StatusEvent
@@ -28,6 +28,7 @@ RETRY_INTERVAL_S = 0.5  # how often a disconnected publisher looks at the connec
 CAPACITY_MESSAGES = 1000
 CAPACITY_BYTES = 16 * 1024 * 1024
 _FRAME_TYPES = ("frame", "frames")
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Publisher:
                     drops = 0
                 self._publish(head.payload)
             except TransportError as exc:
-                if not getattr(exc, "retryable", True):
+                if not exc.retryable:
                     # Refused for good (not authorized, too large): retrying would block every later message.
                     log.error("dropping a %s message the transport refused: %s", head.kind, exc)
                     self.failed += 1
@@ -206,6 +207,6 @@ class Publisher:
         self.published += 1
 
 
-def _oldest(items: deque, kind_of: Callable[[Any], Any]) -> Any:
+def _oldest(items: deque[_Item], kind_of: Callable[[_Item], object]) -> _Item:
     """The item to drop from a full buffer: the oldest frame message, else the oldest message."""
     return next((item for item in items if kind_of(item) in _FRAME_TYPES), items[0])

@@ -216,7 +216,10 @@ def probe_fixed_size(path: Path, fmt: str, device: str) -> tuple[int, int] | Non
 
     backend = load_backend(path, BackendOptions(device=device))
     try:
-        return None if backend.info.dynamic else tuple(backend.info.input_shape)
+        if backend.info.dynamic:
+            return None
+        height, width = backend.info.input_shape
+        return height, width
     finally:
         backend.close()
 
@@ -244,7 +247,7 @@ def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list
         fixed = probe_fixed_size(path, model_format, device)
         model = ModelFile(path.stem, path.resolve(), model_format, fixed_size=fixed)
         usable = [size for size in sizes if fixed is None or size == fixed]
-        if not usable:
+        if fixed is not None and not usable:
             say(f"{path}: fixed at {size_slug(fixed)} (not in --sizes); measuring it at that size only. "
                 "Export it at other sizes with `yolo-edge export` to fill the table")
             usable = [fixed]
@@ -305,7 +308,7 @@ def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeou
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g} s (raise --timeout)"}
     if result_path.exists():
-        result = json.loads(result_path.read_text())
+        result: dict[str, Any] = json.loads(result_path.read_text())
         if completed.returncode and "error" not in result:
             result["error"] = f"worker exited with {completed.returncode}"
         return result
@@ -442,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="yolo-edge-bench-") as tmp:
         workdir = Path(tmp)
+        source_info: dict[str, Any]
         if args.source:
             source, source_info = str(Path(args.source).resolve()), {"path": str(Path(args.source).resolve())}
         else:
@@ -463,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
                 job.runs.append(result)
                 print(progress.line(f"{job.describe()}: {outcome(result)}"), flush=True)
 
-    report = {
+    report: dict[str, Any] = {
         "schema": 1, "tool": f"yolo-edge bench {__version__}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command_line(args),

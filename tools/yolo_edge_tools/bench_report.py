@@ -296,6 +296,7 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.artist import Artist
     from matplotlib.patches import Patch
 
     configs = [c for c in report["configurations"] if _ok(c)]
@@ -328,7 +329,7 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel("ms per frame (p50)")
         ax.set_title(model)
         ax.grid(axis="y", alpha=0.3)
-        handles = [Patch(facecolor=color, label=stage) for stage, color in STAGE_COLORS.items()]
+        handles: list[Artist] = [Patch(facecolor=color, label=stage) for stage, color in STAGE_COLORS.items()]
         handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)],
                           label=column.replace(f"{model} ", "", 1)) for i, column in enumerate(columns)]
         handles.append(plt.Line2D([], [], color="black", label="end-to-end ms/frame"))

@@ -26,8 +26,11 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from ultralytics.engine.results import Results
 
 MODES = ("pipeline", "serial", "bare", "ultralytics")
 STAGES = ("preprocess", "inference", "postprocess", "total", "message", "frame")
@@ -68,22 +71,25 @@ class Recorder:
             if self.results == self.warmup:
                 self._start_clock(now)
             return
-        if self._measure_start is None:  # no warm-up at all
-            self._start_clock(now)
+        measure_start = self._measure_start
+        if measure_start is None:  # no warm-up at all
+            measure_start = self._start_clock(now)
         for stage, value in stages.items():
             self.samples[stage].append(value)
         if self._last is not None:
             self.samples["frame"].append((now - self._last) * 1000)
         self._last = now
         self.detections += detections
-        self.measured_s = now - self._measure_start
+        self.measured_s = now - measure_start
         self.cpu_s = _cpu_seconds() - self._cpu_start
         self._system_end = system_busy_seconds()
 
-    def _start_clock(self, now: float) -> None:
+    def _start_clock(self, now: float) -> float:
+        """Start measuring at `now`; returns it."""
         self._measure_start = now
         self._cpu_start = _cpu_seconds()
         self._system_start = system_busy_seconds()
+        return now
 
     def summary(self) -> dict[str, Any]:
         measured = len(self.samples["frame"])
@@ -333,21 +339,21 @@ def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
     device = spec.get("device", "auto")
     kwargs: dict[str, Any] = {"device": "cpu"} if device == "cpu" else {"device": device[5:] or 0} \
         if device.startswith("cuda") else {}
-    stream: Iterator = model.predict(source=spec["source"], stream=True, imgsz=(height, width), verbose=False,
-                                     half=spec.get("half", False), **kwargs)
+    # stream=True makes predict a generator of Results (its declared type also covers stream=False's lists)
+    stream = cast("Generator[Results, None, None]", model.predict(
+        source=spec["source"], stream=True, imgsz=(height, width), verbose=False, half=spec.get("half", False),
+        **kwargs))
     try:
         for result in stream:
             speed = result.speed
             stages = {stage: float(speed.get(stage) or 0.0) for stage in ("preprocess", "inference", "postprocess")}
             stages["total"] = sum(stages.values())
-            boxes = getattr(result, "boxes", None)
+            boxes = result.boxes
             recorder.result(stages, len(boxes) if boxes is not None else 0)
             if recorder.done:
                 break
     finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()
+        stream.close()
     import ultralytics
 
     info = {"name": os.path.basename(spec["model"]), "task": model.task, "runtime": f"ultralytics "

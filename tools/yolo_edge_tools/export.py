@@ -542,8 +542,8 @@ def quantize_onnx(source: Path, output: Path, tensors: list[np.ndarray] | None,
         staged = Path(scratch) / "int8.onnx"
         if tensors:
             class Frames(CalibrationDataReader):
-                def __init__(self) -> None:
-                    self.items = iter(tensors)
+                def __init__(self, frames: list[np.ndarray]) -> None:
+                    self.items = iter(frames)
 
                 def get_next(self) -> dict[str, np.ndarray] | None:
                     item = next(self.items, None)
@@ -551,7 +551,7 @@ def quantize_onnx(source: Path, output: Path, tensors: list[np.ndarray] | None,
 
             activation = settings.activation_type()
             quantize_static(
-                str(prepared), str(staged), Frames(),
+                str(prepared), str(staged), Frames(tensors),
                 quant_format=QuantFormat.QDQ if settings.quant_format == "qdq" else QuantFormat.QOperator,
                 per_channel=settings.per_channel, activation_type=types[activation], weight_type=QuantType.QInt8,
                 reduce_range=activation == "uint8", nodes_to_exclude=excluded)

@@ -16,7 +16,8 @@ class BrokerError(RuntimeError):
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # an (address, port) pair for AF_INET
+        return port
 
 
 def mosquitto_binary() -> str:

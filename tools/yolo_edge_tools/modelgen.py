@@ -18,6 +18,12 @@ import io
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import BaseModel
 
 ARCHITECTURES = {"detect": "yolov8n.yaml", "segment": "yolov8n-seg.yaml", "classify": "yolov8n-cls.yaml"}
 
@@ -29,7 +35,7 @@ def offline_guards() -> None:
     os.environ.setdefault("ULTRALYTICS_SYNC", "False")
 
 
-def _calibration_batch(size: int = 320):
+def _calibration_batch(size: int = 320) -> torch.Tensor:
     """Real images (letterboxed, plus mirrored copies) as a float tensor batch."""
     import cv2
     import numpy as np
@@ -48,7 +54,7 @@ def _calibration_batch(size: int = 320):
     return torch.from_numpy(np.stack(boxed).transpose(0, 3, 1, 2).copy()).float() / 255
 
 
-def calibrate_batchnorm(model, batch) -> None:
+def calibrate_batchnorm(model: torch.nn.Module, batch: torch.Tensor) -> None:
     """Set every BatchNorm's running statistics to those of `batch` (one forward in train mode)."""
     import torch
 
@@ -63,7 +69,7 @@ def calibrate_batchnorm(model, batch) -> None:
 
 
 def build_model(architecture: str = "yolov8n.yaml", seed: int = 0, class_bias: float | None = -3.0,
-                calibrate: bool = True):
+                calibrate: bool = True) -> YOLO:
     """An Ultralytics YOLO object with random weights from a bundled architecture YAML.
 
     `calibrate` sets batch-norm statistics from real images so outputs depend on the image;
@@ -77,21 +83,35 @@ def build_model(architecture: str = "yolov8n.yaml", seed: int = 0, class_bias: f
     torch.manual_seed(seed)
     with contextlib.redirect_stdout(io.StringIO()):
         yolo = YOLO(architecture)
+    network = _network(yolo)
     if calibrate:
-        calibrate_batchnorm(yolo.model, _calibration_batch())
-    head = yolo.model.model[-1]
+        calibrate_batchnorm(network, _calibration_batch())
+    layers: Any = network.model  # an nn.Sequential: torch types a submodule reached by name as Tensor | Module
+    head = layers[-1]
     if class_bias is not None and hasattr(head, "cv3"):
         with torch.no_grad():
             for branch in head.cv3:
                 last = branch[-1]
                 # End2end heads (v10/YOLO26) wrap the conv; plain v8 heads end in a Conv2d.
                 conv = last if isinstance(last, torch.nn.Conv2d) else getattr(last, "conv", last)
+                if conv.bias is None:
+                    raise ValueError(f"{architecture}: a class branch ends in a convolution without a bias")
                 conv.bias.fill_(class_bias)
-    yolo.model.eval()
+    network.eval()
     return yolo
 
 
-def save_checkpoint(yolo, path: str | Path) -> Path:
+def _network(yolo: YOLO) -> BaseModel:
+    """The network of a YOLO built from an architecture (Ultralytics types `YOLO.model` as a path or None)."""
+    from ultralytics.nn.tasks import BaseModel
+
+    network: object = yolo.model
+    if not isinstance(network, BaseModel):
+        raise TypeError(f"expected a built YOLO network, got {type(network).__name__}")
+    return network
+
+
+def save_checkpoint(yolo: YOLO, path: str | Path) -> Path:
     """Write an Ultralytics-loadable .pt checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +143,6 @@ def make_random_model(directory: str | Path, task: str = "detect", imgsz: int | 
     checkpoint = save_checkpoint(build_model(ARCHITECTURES[task], seed, class_bias), directory / f"{stem}.pt")
     if fmt == "pt":
         return checkpoint
-    size = imgsz if isinstance(imgsz, int) else tuple(imgsz)
+    size = imgsz if isinstance(imgsz, int) else (imgsz[0], imgsz[1])
     suffix = f"{size}" if isinstance(size, int) else f"{size[0]}x{size[1]}"
     return export_model(checkpoint, fmt, size, directory / f"{stem}-{suffix}.{fmt}")

@@ -32,7 +32,7 @@ def make_video(path: Path, frames: int, size: tuple[int, int] = (480, 640), fps:
     by `zoom` so there is room to pan), or a moving disc when there are no packaged images."""
     h, w = size
     images = [image for image in (cv2.imread(str(p)) for p in packaged_images()) if image is not None]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     if not writer.isOpened():
         raise OSError(f"OpenCV cannot write the video {path}")
     for i in range(frames):

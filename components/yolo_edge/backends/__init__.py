@@ -41,4 +41,5 @@ def load_backend(path: str | Path, options: BackendOptions | None = None) -> Bac
     except ImportError as exc:
         raise ModelLoadError(str(path), f"the {BACKENDS[path.suffix.lower()][1]} backend needs a package "
                              f"that is not installed ({exc})") from exc
-    return module.load(path, options or BackendOptions())
+    backend: Backend = module.load(path, options or BackendOptions())
+    return backend

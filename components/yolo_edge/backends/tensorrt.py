@@ -212,7 +212,8 @@ class PyCudaApi:
         pointer.free()
 
     def host_empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return self.driver.pagelocked_empty(shape, dtype)
+        array: np.ndarray = self.driver.pagelocked_empty(shape, dtype)
+        return array
 
     def host_free(self, array: np.ndarray) -> None:
         # pycuda's pagelocked arrays keep their allocation (untyped, with a free()) as the array's base
@@ -407,7 +408,8 @@ def _dims3(shapes: Any) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ..
 
 
 def _np_dtype(trt: Any, trt_dtype: Any) -> np.dtype:
-    return np.dtype(trt.nptype(trt_dtype))
+    dtype: np.dtype = np.dtype(trt.nptype(trt_dtype))
+    return dtype
 
 
 class RecordingLogger(Protocol):
@@ -419,7 +421,7 @@ class RecordingLogger(Protocol):
 def make_logger(trt: Any) -> RecordingLogger:
     """A TensorRT logger that keeps error messages (to explain a failed load) and forwards warnings."""
 
-    class ErrorKeepingLogger(trt.ILogger):  # type: ignore[misc]  # trt.ILogger is untyped (Any)
+    class ErrorKeepingLogger(trt.ILogger):  # trt.ILogger is untyped (Any)
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
@@ -599,7 +601,7 @@ class TensorRTBackend:
         if shape[0] != 1:
             raise ModelLoadError(str(path), f"the engine takes batches of {shape[0]} but frames are inferred one "
                                             "at a time; export it with --batch 1 (or --dynamic)")
-        return shape  # type: ignore[return-value]
+        return shape
 
     def _last_error(self) -> str:
         errors = self.logger.errors if self.logger is not None else []

@@ -11,6 +11,9 @@ CommandHandler = Callable[[bytes], None]
 class TransportError(RuntimeError):
     """A publish or subscribe that did not go through (disconnected, rejected, too large)."""
 
+    retryable: bool = True
+    """False when sending the same message again cannot succeed (the transport refused the message itself)."""
+
 
 class Transport(Protocol):
     name: str

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Protocol, TypeVar, runtime_checkable
 
 from ..config import MAX_PAYLOAD_BYTES
 from .base import CommandHandler, TransportError
@@ -52,6 +52,61 @@ NUCLEUS_LITE_SOCKET_NAME = "gg-ipc.socket"
 NUCLEUS_LITE_MAX_PAYLOAD_BYTES = 7000
 
 ConfigCallback = Callable[[Dict[str, Any]], None]
+
+if TYPE_CHECKING:
+    from typing import ParamSpec  # Python 3.10; only annotations use it
+
+    _P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+# awsiotsdk ships no type information: these protocols name the parts of it this transport uses.
+class _StreamOperation(Protocol):
+    """A streaming operation (SubscribeToIoTCoreOperation, SubscribeToConfigurationUpdateOperation)."""
+
+    def close(self) -> object: ...
+
+
+class _MqttMessage(Protocol):
+    payload: bytes | str | None
+
+
+class _IoTCoreMessage(Protocol):
+    """The event of an IoT Core subscription."""
+
+    message: _MqttMessage | None
+
+
+class _ConfigurationResponse(Protocol):
+    value: dict[str, Any] | None
+
+
+class IpcClient(Protocol):
+    """The methods of awsiotsdk's `GreengrassCoreIPCClientV2` that this transport calls."""
+
+    def publish_to_iot_core(self, *, topic_name: str, qos: str, payload: bytes) -> object: ...
+
+    def get_configuration(self, *, key_path: list[str]) -> _ConfigurationResponse: ...
+
+    def subscribe_to_iot_core(self, *, topic_name: str, qos: str,
+                              on_stream_event: Callable[[_IoTCoreMessage], None],
+                              on_stream_error: Callable[[Exception], bool],
+                              on_stream_closed: Callable[[], None]) -> tuple[object, _StreamOperation]: ...
+
+    def subscribe_to_configuration_update(self, *, key_path: list[str], on_stream_event: Callable[[object], None],
+                                          on_stream_error: Callable[[Exception], bool],
+                                          on_stream_closed: Callable[[], None]) -> tuple[object, _StreamOperation]: ...
+
+    def update_state(self, *, state: str) -> object: ...
+
+    def close(self) -> object: ...
+
+
+@runtime_checkable
+class _CarriesMessage(Protocol):
+    """awsiotsdk's service errors (and AwsCrtError): their text is in `.message`; str() of them is empty."""
+
+    message: str | None
 
 
 def greengrass_available(environ: Mapping[str, str] | None = None) -> bool:
@@ -103,16 +158,21 @@ _REJECTING_ERRORS = ("UnauthorizedError", "InvalidArgumentsError")
 _TOO_LARGE_HINTS = ("exceeds", "too large", "size limit", "maxmessagesize")
 
 
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, _CarriesMessage) and exc.message:
+        return exc.message
+    return str(exc)
+
+
 def _rejects_message(exc: BaseException) -> bool:
     if type(exc).__name__ in _REJECTING_ERRORS:
         return True
-    text = (getattr(exc, "message", None) or str(exc)).lower()
+    text = _error_text(exc).lower()
     return type(exc).__name__ == "ServiceError" and any(hint in text for hint in _TOO_LARGE_HINTS)
 
 
 def _describe(exc: BaseException) -> str:
-    # awsiotsdk's service errors carry their text in `.message`; str() of them is empty.
-    text = getattr(exc, "message", None) or str(exc)
+    text = _error_text(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -125,12 +185,12 @@ class _CallbackExecutor(ThreadPoolExecutor):
     def __init__(self) -> None:
         super().__init__(max_workers=1, thread_name_prefix=CALLBACK_THREAD_PREFIX)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:  # type: ignore[override]
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         try:
             return super().submit(fn, *args, **kwargs)
         except RuntimeError:
             log.debug("IPC callback %r arrived after shutdown; dropped", fn)
-            dropped: Future = Future()
+            dropped: Future[_T] = Future()
             dropped.cancel()
             return dropped
 
@@ -138,7 +198,7 @@ class _CallbackExecutor(ThreadPoolExecutor):
 class _Stream:
     """An open IPC stream operation and the event its on_stream_closed callback sets."""
 
-    def __init__(self, operation: Any, closed: threading.Event) -> None:
+    def __init__(self, operation: _StreamOperation, closed: threading.Event) -> None:
         self.operation = operation
         self.closed = closed
 
@@ -153,7 +213,7 @@ class GreengrassTransport:
 
     name = "greengrass"
 
-    def __init__(self, client: Any = None, *, config_debounce_s: float = 0.2,
+    def __init__(self, client: IpcClient | None = None, *, config_debounce_s: float = 0.2,
                  reconnect_delays_s: tuple[float, float] | None = None, give_up_after_s: float | None = None,
                  on_gave_up: Callable[[str], None] | None = None) -> None:
         self._client = client
@@ -170,7 +230,7 @@ class GreengrassTransport:
         self._input_topic: str | None = None
         self._pending_topic: str | None = None
         self._topic_lock = threading.Lock()  # one subscription change at a time, in call order
-        self._subscription: Any = None  # the SubscribeToIoTCoreOperation of the current input topic
+        self._subscription: _StreamOperation | None = None  # the operation of the current input topic
         self._subscription_alive = False
         self._closed = False
         self._config_debounce_s = config_debounce_s
@@ -178,7 +238,7 @@ class GreengrassTransport:
         self._config_worker: threading.Thread | None = None
         self._streams: list[_Stream] = []  # every stream opened and not yet seen closed
         self._config_callback: ConfigCallback | None = None
-        self._config_operation: Any = None
+        self._config_operation: _StreamOperation | None = None
         self._config_alive = False
         self._lost = threading.Event()  # a stream ended that the component did not close
         self._closing = threading.Event()
@@ -187,7 +247,7 @@ class GreengrassTransport:
 
     # -- client --------------------------------------------------------------------------------------
 
-    def _ipc(self) -> Any:
+    def _ipc(self) -> IpcClient:
         with self._lock:
             if self._closed:
                 raise TransportError("Greengrass transport is closed")
@@ -196,7 +256,7 @@ class GreengrassTransport:
             return self._client
 
     @staticmethod
-    def _connect() -> Any:
+    def _connect() -> IpcClient:
         if not greengrass_available():
             raise TransportError(
                 f"Greengrass IPC is not available: {IPC_SOCKET_ENV} and {IPC_TOKEN_ENV} are not set. "
@@ -208,12 +268,13 @@ class GreengrassTransport:
                 "Greengrass IPC needs awsiotsdk: pip install 'yolo-edge[greengrass]'") from exc
         executor = _CallbackExecutor()
         try:
-            return GreengrassCoreIPCClientV2(executor=executor)
+            client: IpcClient = GreengrassCoreIPCClientV2(executor=executor)
         except Exception as exc:  # connect() raises CRT, timeout and KeyError alike
             executor.shutdown(wait=False)
             raise TransportError(f"cannot connect to the Greengrass nucleus over IPC: {_describe(exc)}") from exc
+        return client
 
-    def _call(self, what: str, function: Callable[..., Any], **kwargs: Any) -> Any:
+    def _call(self, what: str, function: Callable[..., _T], **kwargs: Any) -> _T:
         try:
             return function(**kwargs)
         except self._errors as exc:
@@ -298,8 +359,7 @@ class GreengrassTransport:
         """The component's whole configuration (including `accessControl`) as a plain dict."""
         client = self._ipc()
         response = self._call("get_configuration", client.get_configuration, key_path=[])
-        value = getattr(response, "value", None)
-        return dict(value) if value else {}
+        return dict(response.value) if response.value else {}
 
     def watch_configuration(self, callback: ConfigCallback) -> None:
         """Call `callback(whole configuration)` after every configuration change.
@@ -317,7 +377,7 @@ class GreengrassTransport:
 
     def _open_config_stream(self) -> None:
         client = self._ipc()
-        operation_box: list[Any] = [None]
+        operation_box: list[_StreamOperation | None] = [None]
 
         def on_closed() -> None:
             log.info("configuration update stream closed")
@@ -352,7 +412,7 @@ class GreengrassTransport:
     def _subscribe(self, topic: str) -> None:
         client = self._ipc()
 
-        def on_message(event: Any) -> None:
+        def on_message(event: _IoTCoreMessage) -> None:
             self._on_iot_message(topic, event)
 
         def on_closed() -> None:
@@ -360,7 +420,7 @@ class GreengrassTransport:
                 self._subscription_alive = False
                 self._stream_lost(f"IoT Core subscription to {topic!r}")
 
-        operation_box: list[Any] = [None]
+        operation_box: list[_StreamOperation | None] = [None]
         operation = self._open_stream(f"subscribe to {topic!r}", f"subscription to {topic!r}",
                                       client.subscribe_to_iot_core, on_message, on_closed,
                                       topic_name=topic, qos=QOS_AT_LEAST_ONCE)
@@ -440,11 +500,10 @@ class GreengrassTransport:
                 self._open_config_stream()
                 self._config_events.put(True)  # updates may have been missed while disconnected
 
-    def _on_iot_message(self, topic: str, event: Any) -> None:
+    def _on_iot_message(self, topic: str, event: _IoTCoreMessage) -> None:
         if topic != self._input_topic or self._on_command is None:
             return  # a late message of a subscription that has just been replaced
-        message = getattr(event, "message", None)
-        payload = getattr(message, "payload", None)
+        payload = event.message.payload if event.message is not None else None
         if payload is None:
             return
         if isinstance(payload, str):
@@ -462,7 +521,7 @@ class GreengrassTransport:
 
         return on_error
 
-    def _on_config_event(self, _event: Any) -> None:
+    def _on_config_event(self, _event: object) -> None:
         self._config_events.put(True)
 
     def _config_loop(self, callback: ConfigCallback) -> None:
@@ -488,8 +547,9 @@ class GreengrassTransport:
             except Exception:
                 log.exception("configuration callback failed")
 
-    def _open_stream(self, what: str, stream_name: str, function: Callable[..., Any],
-                     on_event: Callable[[Any], None], on_closed: Callable[[], None], **kwargs: Any) -> Any:
+    def _open_stream(self, what: str, stream_name: str, function: Callable[..., tuple[object, _StreamOperation]],
+                     on_event: Callable[[Any], None], on_closed: Callable[[], None],
+                     **kwargs: Any) -> _StreamOperation:
         """Start a streaming operation; it is remembered until its on_stream_closed has run."""
         closed = threading.Event()
 
@@ -519,7 +579,7 @@ class GreengrassTransport:
             if not stream.closed.wait(max(0.0, deadline - time.monotonic())):
                 log.debug("an IPC stream did not confirm closing within %.1f s", STREAM_CLOSE_TIMEOUT_S)
 
-    def _close_operation(self, operation: Any) -> None:
+    def _close_operation(self, operation: _StreamOperation) -> None:
         try:
             operation.close()
         except Exception as exc:  # the stream may already be gone with the connection

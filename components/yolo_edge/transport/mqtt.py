@@ -7,8 +7,11 @@ import ssl
 import threading
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ..config import MAX_PAYLOAD_BYTES
 from .base import CommandHandler, TransportError
@@ -35,8 +38,8 @@ class MqttSettings:
     qos: int = 1
 
     @classmethod
-    def from_address(cls, address: str, **kwargs) -> MqttSettings:
-        """'HOST:PORT' or 'HOST' (port 1883, or 8883 with TLS)."""
+    def from_address(cls, address: str, **kwargs: Any) -> MqttSettings:
+        """'HOST:PORT' or 'HOST' (port 1883, or 8883 with TLS); `kwargs` are the other fields."""
         host, _, port_text = address.rpartition(":") if ":" in address else (address, "", "")
         tls = bool(kwargs.get("ca_file"))
         if not port_text:
@@ -116,7 +119,8 @@ class MqttTransport:
         self._client.loop_stop()
 
     # paho callbacks run on paho's network thread: only hand over, never block.
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             log.error("MQTT broker refused the connection: %s", reason_code)
             return
@@ -129,16 +133,18 @@ class MqttTransport:
         else:
             self._connected.set()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         # Connected from here on, not from on_connect: paho resends the QoS 1 messages of the previous
         # connection right after on_connect returns, and new messages must not overtake them.
         self._connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         self._connected.clear()
         if reason_code != 0:
             log.warning("MQTT connection lost (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         if self._handler is not None and message.topic == self._topic:
             self._handler(bytes(message.payload))
