@@ -477,6 +477,7 @@ class SwitchedTransport:
 
     name = "switched"
     max_payload_bytes = 128 * 1024
+    reconnects = 0
 
     def __init__(self) -> None:
         self.up = False

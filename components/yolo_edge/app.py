@@ -89,11 +89,7 @@ class Component:
         self.controller.wait_done()
 
     def _connection_counts(self) -> dict[str, Any]:
-        counts: dict[str, Any] = {"messages_dropped": self.publisher.dropped}
-        reconnects = getattr(self.transport, "reconnects", None)
-        if reconnects is not None:
-            counts["transport_reconnects"] = reconnects
-        return counts
+        return {"messages_dropped": self.publisher.dropped, "transport_reconnects": self.transport.reconnects}
 
 
 class ShutdownRequest:

@@ -19,6 +19,8 @@ class Transport(Protocol):
     name: str
     max_payload_bytes: int
     """The largest payload this transport can carry; messages are fitted under it."""
+    reconnects: int
+    """Times the connection was made again after it was lost, since start-up."""
 
     def start(self, input_topic: str, on_command: CommandHandler) -> None:
         """Connect and subscribe to `input_topic`; commands are handed to `on_command`."""
