@@ -233,7 +233,7 @@ class Controller:
         if run is None:
             return
         run.close(self._emit)
-        self._emit_summary(final=True)
+        self._emit_summary(run, final=True)
         self.current_run = None
 
     def _queue_source_event(self, source: FrameSource, event: SourceEvent) -> None:
@@ -272,7 +272,7 @@ class Controller:
                         self._emit)
         interval = self.config.summary_interval_s
         if interval and inferred.done_at - run.last_summary >= interval:
-            self._emit_summary(final=False)
+            self._emit_summary(run, final=False)
 
     # ---- replies ----
     def _error(self, code: ErrorCode, message: str, request_id: str | None = None, **extra: Any) -> bool:
@@ -288,12 +288,9 @@ class Controller:
         self._emit(messages.error_message(code, message, request_id, **extra))
         return True
 
-    def _emit_summary(self, final: bool) -> None:
-        run = self.current_run
-        extra: dict[str, Any] = {"errors_suppressed": self._errors.suppressed_total}
-        if run is not None:
-            run.last_summary = time.monotonic()
-            extra.update(run.summary_counts())
+    def _emit_summary(self, run: Run, final: bool) -> None:
+        extra: dict[str, Any] = {"errors_suppressed": self._errors.suppressed_total,
+                                 "commands_rejected": self.commands_rejected}
         if self._model.config is not None and not self._model.is_current(self.config):
             extra["configured_model_loc"] = self.config.model_loc  # running an older model (see model_kept)
         if self._summary_extras is not None:
@@ -301,15 +298,8 @@ class Controller:
                 extra.update(self._summary_extras())
             except Exception:  # noqa: BLE001 - counters from other parts must not break the summary
                 log.exception("summary extras failed")
-        stats = run.stats if run is not None else None
-        self._emit(messages.summary_message(
-            state=self.state.value, info=self.predictor.info if self.predictor else None,
-            source=run.source.description if run is not None else self.config.camera_id,
-            frames=stats.frames if stats else 0, published=stats.published if stats else 0,
-            not_published=stats.dropped if stats else 0, fps=stats.fps() if stats else 0.0,
-            latency=stats.latency_summary() if stats else {},
-            elapsed_s=time.monotonic() - stats.started if stats else 0.0, final=final,
-            commands_rejected=self.commands_rejected, **extra))
+        self._emit(run.summary_message(self.state.value, self.predictor.info if self.predictor else None, final,
+                                       extra))
 
     def _emit_state(self, state: State, previous: State, reason: str, request_id: str | None = None,
                     **extra: Any) -> None:

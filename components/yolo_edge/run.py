@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable, Dict
 
 from . import messages
+from .backends import ModelInfo
 from .frame_step import InferredFrame, frame_message
 from .limits import PublishGate
 from .metrics import RollingFPS, RunStats
@@ -98,10 +99,17 @@ class Run:
             emit(messages.frames_message(self._batch))
             self._batch = []
 
-    def summary_counts(self) -> dict[str, Any]:
-        """The run's part of a summary message beyond the statistics."""
+    def summary_message(self, state: str, info: ModelInfo | None, final: bool, extra: dict[str, Any]
+                        ) -> dict[str, Any]:
+        """The run in numbers so far (`final` at its end); `extra` holds the component's own counters."""
+        self.last_summary = time.monotonic()
         counts: dict[str, Any] = {"frames_read": self.feeder.frames_read,
                                   "frames_dropped_stale": self.feeder.frames_dropped}
         if self.source.live:
             counts.update(source_outages=self.source_outages, source_connected=self.source.connected)
-        return counts
+        stats = self.stats
+        return messages.summary_message(
+            state=state, info=info, source=self.source.description, frames=stats.frames,
+            published=stats.published, not_published=stats.dropped, fps=stats.fps(),
+            latency=stats.latency_summary(), elapsed_s=self.last_summary - stats.started, final=final,
+            **extra, **counts)
