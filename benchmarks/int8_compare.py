@@ -18,6 +18,10 @@ measures:
     python benchmarks/int8_compare.py                      # 640x640 and 480x640, every variant
     python benchmarks/int8_compare.py --sizes 640 --variants qdq-u8,qop-u8 --runs 10
     python benchmarks/int8_compare.py --workdir /tmp/int8 --reuse --no-drift   # re-time kept models
+    python benchmarks/int8_compare.py --smoke    # seconds: 64x64, qdq-u8/qop-u8/dynamic, a few frames and runs
+
+--smoke proves the script end to end (build, calibrate, quantise, time, drift); explicit options still win
+over its values.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ VARIANTS = {
     "qdq-u8-conv-only": Int8Settings("qdq", False, "uint8", "non-conv"),
     "dynamic": Int8Settings(),  # no calibration: what the command does without --calibration
 }
+# --smoke: the smallest input, one variant of each quantisation kind, a few frames and runs.
+SMOKE = {"sizes": "64", "variants": "qdq-u8,qop-u8,dynamic", "calibration_frames": 4, "eval_frames": 2,
+         "warmup": 1, "runs": 3}
 
 
 @dataclass
@@ -200,8 +207,9 @@ def _cell(value: float, spec: str) -> str:
     return "-" if np.isnan(value) else format(value, spec)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=f"a short run proving the script works: {SMOKE}")
     parser.add_argument("--sizes", default="640,480x640", help="input sizes, comma separated (default: %(default)s)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma separated, from: " + ", ".join(VARIANTS))
     parser.add_argument("--calibration-frames", type=int, default=32)
@@ -213,16 +221,28 @@ def main() -> int:
                                                                  "choice, one per core)")
     parser.add_argument("--reuse", action="store_true", help="reuse INT8 models already in --workdir")
     parser.add_argument("--no-drift", action="store_true", help="time only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:  # the smoke values become the defaults; options given explicitly keep theirs
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args(argv)
+    unknown = [v for v in variant_names(args.variants) if v not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def variant_names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def main() -> int:
+    args = parse_args()
 
     sizes = []
     for text in args.sizes.split(","):
         h, _, w = text.partition("x")
         sizes.append((int(h), int(w or h)))
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = variant_names(args.variants)
 
     import platform
 

@@ -13,6 +13,11 @@ frame (all threads), which shows what spinning costs the rest of a small device.
     python benchmarks/ort_threads.py --model yolov8n.yaml --sizes 640,480x640 --repeat 3
 
 Writes ort_threads.md and ort_threads.json to --output.
+
+    python benchmarks/ort_threads.py --smoke    # 64x64, default threads, spinning on and off, 5 frames, 1 repeat
+
+--smoke proves the script end to end in seconds (every runner, both spinning settings) and writes to a
+temporary folder; explicit options still win over its values.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from yolo_edge_tools import bench, bench_worker, samples
 
 SPINNING = {"on": "1", "off": "0"}
 MODES = ("pipeline", "serial", "bare")
+SMOKE = {"sizes": "64", "threads": "0", "spinning": "on,off", "frames": 5, "warmup": 1, "repeat": 1,
+         "output": str(Path(tempfile.gettempdir()) / "yolo-edge-smoke" / "ort-threads")}
 
 
 def session_with(backend, threads: int, spinning: str) -> None:
@@ -66,10 +73,9 @@ def worker(spec_path: str) -> int:
     return bench_worker.main([spec_path], runners)
 
 
-def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        return worker(sys.argv[2])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=f"a short run proving the script works: {SMOKE}")
     parser.add_argument("--model", default="yolov8n.yaml", help="ONNX file or architecture name (default: %(default)s)")
     parser.add_argument("--class-bias", default="none",
                         help="architecture names: random head bias; 'none' = few boxes, light NMS (default: none)")
@@ -84,7 +90,17 @@ def main() -> int:
                         help="wait for, and rerun until, other processes use < PERCENT of the CPU (see yolo-edge "
                              "bench --quiet; default: 0, off)")
     parser.add_argument("--output", default="benchmarks/results/ort-threads", help="output folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:  # the smoke values become the defaults; options given explicitly keep theirs
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args(argv)
+    return args
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        return worker(sys.argv[2])
+    args = parse_args()
 
     sizes = bench.parse_sizes(args.sizes)
     threads = bench.parse_threads(args.threads)

@@ -2,13 +2,17 @@
 
 Starts a private Mosquitto, runs the component on a looping video with a random-weights YOLOv8n
 ONNX model, sends random commands (start, pause, stop and malformed payloads) at --rate per
-second, and (unless --no-broker-restarts) kills and restarts the broker once a minute. Prints the
-component's RSS and thread count (from /proc/PID/status) at the start, every minute and at the end,
-and the counts of frames, errors and reconnects. Exits 1 when RSS grew by --max-rss-growth or more
-(measured from the end of the first minute, once buffers and the runtime's arenas have settled),
-or the thread count did not return to where it started.
+second, and (unless --no-broker-restarts) kills and restarts the broker every --interval. Prints the
+component's RSS and thread count (from /proc/PID/status) at the start, every --interval seconds
+(default: a minute) and at the end, and the counts of frames, errors and reconnects. Exits 1 when RSS
+grew by --max-rss-growth or more (measured from the end of the first interval, once buffers and the
+runtime's arenas have settled), or the thread count did not return to where it started.
 
     python benchmarks/soak.py --minutes 10
+    python benchmarks/soak.py --smoke      # ~20 s at 64x64, a sample and a broker restart every 6 s
+
+--smoke proves the script end to end (the same component process, commands and broker restarts); it is
+too short to judge memory growth, so it allows 50 % (explicit options still win over its values).
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from yolo_edge_tools.demo import demo_model
 from yolo_edge_tools.local_broker import LocalBroker
+from yolo_edge_tools.samples import make_video
 
 IN, OUT = "soak/in", "soak/out"
 BAD_PAYLOADS = [b"", b"not json", b"[]", b"null", b"42", b'{"status": 1}', b'{"status": "launch"}',
                 b'{"state": "start"}', bytes(range(256)), b'{"status": "start", "pad": "' + b"x" * 5000 + b'"}',
                 b"[" * 2000 + b"]" * 2000, '{"status": "stärt"}'.encode()]
 ACTIONS = [("start", 0.40), ("pause", 0.15), ("stop", 0.10), ("bad", 0.35)]
+# --smoke: short, smallest model, samples and broker restarts often enough to happen several times.
+SMOKE = {"minutes": 0.3, "interval": 6.0, "imgsz": 64, "max_rss_growth": 50.0}
 
 
 class Monitor:
@@ -105,26 +113,37 @@ def proc_status(pid: int) -> tuple[float, int]:
 
 
 def prepare_inputs(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path]:
-    from yolo_edge_tools.demo import demo_model, demo_video
-
     model = Path(args.model) if args.model else demo_model(args.imgsz)
-    video = Path(args.source) if args.source else demo_video(workdir / "soak.avi", 90)
+    video = Path(args.source) if args.source else make_video(workdir / "soak.avi", 90)
     return model, video
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=f"a short run proving the script works: {SMOKE}")
     parser.add_argument("--minutes", type=float, default=10.0, help="how long to run (default: %(default)s)")
+    parser.add_argument("--interval", type=float, default=60.0,
+                        help="seconds between RSS samples and between broker restarts (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=10.0, help="commands per second (default: %(default)s)")
     parser.add_argument("--model", help="model file (default: a random-weights YOLOv8n ONNX, built once)")
     parser.add_argument("--imgsz", type=int, default=320, help="input size of the built model (default: 320)")
     parser.add_argument("--source", help="video file (default: a made 90-frame video, looped)")
     parser.add_argument("--no-broker-restarts", dest="broker_restarts", action="store_false",
-                        help="do not kill and restart the broker once a minute")
+                        help="do not kill and restart the broker every --interval")
     parser.add_argument("--max-rss-growth", type=float, default=5.0, help="allowed RSS growth in %% (default: 5)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", help="write the component's log here (default: a temporary file)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:  # the smoke values become the defaults; options given explicitly keep theirs
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args(argv)
+    if args.interval <= 0 or args.minutes <= 0:
+        parser.error("--minutes and --interval must be positive")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     rng = random.Random(args.seed)
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -162,20 +181,21 @@ def main() -> int:
         started = time.monotonic()
         end = started + args.minutes * 60
         next_sample = started
-        next_restart = started + 60 - 5  # mid-minute, away from the RSS samples
+        # 5 s before each sample (mid-interval for short ones): the broker is back when RSS is read
+        next_restart = started + args.interval - min(5.0, args.interval / 2)
         tick = 0
         while (now := time.monotonic()) < end:
             if component.poll() is not None:
                 raise SystemExit(f"error: the component exited with {component.returncode}; see {log_path}")
             if now >= next_sample:
                 sample(now - started)
-                next_sample += 60
+                next_sample += args.interval
             if args.broker_restarts and now >= next_restart:
                 broker.kill()
                 time.sleep(2.0)
                 broker.start()
                 broker_restarts += 1
-                next_restart += 60
+                next_restart += args.interval
             action = rng.choices([a for a, _ in ACTIONS], [w for _, w in ACTIONS])[0]
             payload = rng.choice(BAD_PAYLOADS) if action == "bad" else json.dumps({"status": action}).encode()
             sent[action if monitor.send(payload) else "not_sent"] += 1
@@ -195,12 +215,12 @@ def main() -> int:
         broker.kill()
 
     start_threads = samples[0][2]
-    warm_rss = samples[1][1] if len(samples) > 2 else samples[0][1]  # after minute 1, when there is one
+    warm_rss = samples[1][1] if len(samples) > 2 else samples[0][1]  # after the first interval, when there is one
     end_rss, end_threads = samples[-1][1], samples[-1][2]
     growth = (end_rss - warm_rss) / warm_rss * 100
     thread_counts = [s[2] for s in samples]
-    print(f"\nRSS: start {samples[0][1]:.1f} MiB, after 1 min {warm_rss:.1f} MiB, end {end_rss:.1f} MiB "
-          f"({growth:+.2f}% since minute 1)")
+    print(f"\nRSS: start {samples[0][1]:.1f} MiB, after {args.interval:g} s {warm_rss:.1f} MiB, end {end_rss:.1f} MiB "
+          f"({growth:+.2f}% since {args.interval:g} s)")
     print(f"threads: start {start_threads}, end {end_threads}, min {min(thread_counts)}, max {max(thread_counts)}")
     print(f"commands sent: {dict(sent)}")
     print(f"frames published: {monitor.counts['frame']}; messages by type: {dict(monitor.counts)}")

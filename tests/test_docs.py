@@ -27,7 +27,37 @@ def test_every_command_is_documented():
         assert f"yolo-edge {name}" in README, f"command {name} not in README"
 
 
+def quick_start_commands() -> list[str]:
+    """The commands of the README's Quick start code block, comments left out."""
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    assert block, "the Quick start has no bash code block"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()]
+
+
+def script_commands(path: Path) -> list[str]:
+    """A shell script's lines that are neither blank nor comments, stripped."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def test_quick_start_commands_are_the_ones_ci_runs():
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
-    for command in ("bash utils/setup_dev.sh", "yolo-edge demo", "python3 -m pytest"):
-        assert command in README and command in ci
+    repo = Path(__file__).resolve().parents[1]
+    # Two commands, each complete on a fresh machine: set-up + demo, set-up + tests.
+    commands = quick_start_commands()
+    assert commands == ["bash utils/demo.sh", "bash utils/test.sh"]
+    # CI runs exactly these, in this order (with options only), and nothing else but its own set-up.
+    ci = [line for line in script_commands(repo / ".ci" / "run")
+          if line != "set -euo pipefail" and not line.startswith(("cd ", "export "))]
+    assert len(ci) == len(commands)
+    for ci_line, command in zip(ci, commands):
+        assert ci_line == command or ci_line.startswith(command + " "), f".ci/run runs {ci_line!r}, README {command!r}"
+    # Each script sets up first, then runs its job.
+    for script, job in (("demo.sh", "yolo-edge demo "), ("test.sh", "python3 -m pytest ")):
+        lines = script_commands(repo / "utils" / script)
+        setup = next(i for i, line in enumerate(lines) if line.startswith("bash ") and "utils/setup_dev.sh" in line)
+        assert any(line.startswith(job) for line in lines[setup + 1:]), f"utils/{script} does not run {job}after set-up"
+    test_lines = script_commands(repo / "utils" / "test.sh")
+    for check in ("python3 -m ruff check .", "python3 -m mypy", "shellcheck utils/*.sh benchmarks/*.sh",
+                  "bash .ci/device-pythons.sh 3.8 3.10"):
+        assert any(line.startswith(check) for line in test_lines), f"utils/test.sh does not run {check}"

@@ -18,15 +18,16 @@ def run(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-def stub_path(tmp_path: Path, cuda: bool) -> tuple[str, Path]:
+def stub_path(tmp_path: Path, cuda: bool, bench_status: int = 0) -> tuple[str, Path]:
     """A PATH whose python3 answers the CUDA check (and prints a GPU name) and whose yolo-edge logs
-    the environment switches and arguments of every call."""
+    the environment switches and arguments of every call, then exits with `bench_status`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
     (bin_dir / "python3").write_text(f"#!/bin/sh\necho GPU: stub\nexit {0 if cuda else 1}\n")
     (bin_dir / "yolo-edge").write_text(
-        f'#!/bin/sh\necho "graph=${{YOLO_EDGE_CUDA_GRAPH:-}} decode=${{YOLO_EDGE_DEVICE_DECODE:-}} $*" >> {log}\n')
+        f'#!/bin/sh\necho "graph=${{YOLO_EDGE_CUDA_GRAPH:-}} decode=${{YOLO_EDGE_DEVICE_DECODE:-}} $*" >> {log}\n'
+        f"exit {bench_status}\n")
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
     return f"{bin_dir}:/usr/bin:/bin", log
@@ -63,3 +64,36 @@ def test_runs_the_target_and_the_ablations(tmp_path):
     assert calls[4].startswith("graph= decode=host") and calls[5].startswith("graph= decode=device")
     quick = run("--quick", "--output", str(tmp_path / "q"), path=path)
     assert quick.returncode == 0 and len(log.read_text().splitlines()) == 8
+
+
+def test_smoke_with_a_gpu_runs_everything_small(tmp_path):
+    path, log = stub_path(tmp_path, cuda=True)
+    done = run("--smoke", "--output", str(tmp_path / "out"), path=path)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 6
+    assert all("bench yolov8n.yaml --formats pt --sizes 64 --device cuda --frames 5 --warmup 2" in call
+               for call in calls)
+    assert "--half --class-bias none --compare-ultralytics" in calls[0]
+    assert calls[3].startswith("graph=0 ") and calls[5].startswith("graph= decode=device")
+
+
+def test_smoke_without_a_gpu_runs_the_target_on_the_cpu(tmp_path):
+    path, log = stub_path(tmp_path, cuda=False)
+    done = run("--smoke", "--frames", "3", path=path)
+    assert done.returncode == 0, done.stderr
+    assert "torch sees no CUDA GPU here: --smoke runs the target's bench calls on the CPU" in done.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2
+    common = "bench yolov8n.yaml --formats pt --sizes 64 --device cpu --frames 3 --warmup 2"
+    assert all(common in call and "--half" not in call and "cuda" not in call for call in calls)
+    assert "--class-bias none --compare-ultralytics" in calls[0] and calls[0].endswith("/light-cpu")
+    assert "--class-bias" not in calls[1] and calls[1].endswith("/heavy-cpu")
+    assert "CPU only: no GPU figures" in done.stdout
+
+
+def test_a_failed_bench_run_stops_with_status_3(tmp_path):
+    path, log = stub_path(tmp_path, cuda=True, bench_status=1)
+    done = run("--output", str(tmp_path / "out"), path=path)
+    assert done.returncode == 3 and "the bench run 'light-fp16' failed" in done.stderr
+    assert len(log.read_text().splitlines()) == 1
