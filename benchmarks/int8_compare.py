@@ -159,6 +159,10 @@ class InputJitter:
         self.info = backend.info
         self.amplitude = lsb / 255
         self.rng = np.random.default_rng(0)
+        self.device_frames = None  # host tensors only: the noise is added to them
+
+    def disable_device_frames(self) -> None:
+        pass
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         noise = self.rng.uniform(-self.amplitude, self.amplitude, tensor.shape)
