@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The runtime on a device's Python: build the wheel, install it with [onnx,greengrass] into a fresh venv
-# of Python 3.8 (JetPack 5) and of 3.10 (JetPack 6) with the dependency versions those devices get, and run
+# of Python 3.8 (JetPack 5) and of 3.10 (JetPack 6) with the dependency versions those devices get, add the
+# tools package without its dependencies (the test harness's local broker and sample images), and run
 # the runtime test subset (`-m runtime`: component over a real Mosquitto, processing, commands, config,
 # Greengrass transport) there. Needs the full suite to have run first: it leaves the exported models and
 # Ultralytics' images in the test cache, as these Pythons have no Ultralytics.
@@ -13,7 +14,8 @@ Usage: .ci/device-pythons.sh [VERSION ...]
 VERSION is 3.8 or 3.10 (default: both). For each, a pyenv interpreter of that version is used
 (installed with `pyenv install` when missing), a venv is made under $YOLO_EDGE_CI_VENVS
 (default: /tmp/yolo-edge-ci), the wheel built from this repository is installed into it with
-[onnx,greengrass] under .ci/jetpack*-pyVERSION.txt constraints, and `pytest -m runtime` runs.
+[onnx,greengrass] under .ci/jetpack*-pyVERSION.txt constraints, the tools wheel with --no-deps (for the
+test harness only), and `pytest -m runtime` runs on every test file under tests/ that holds runtime tests.
 USAGE
 }
 
@@ -40,9 +42,11 @@ interpreter() {  # newest pyenv CPython of this minor version, installed if miss
 wheel_dir="$venvs/wheel"
 rm -rf "$wheel_dir"
 mkdir -p "$wheel_dir"
-python3 -m pip wheel --quiet --no-deps --wheel-dir "$wheel_dir" "$repo"
+python3 -m pip wheel --quiet --no-deps --wheel-dir "$wheel_dir" "$repo" "$repo/tools"
 wheels=("$wheel_dir"/yolo_edge-*.whl)
 wheel="${wheels[0]}"
+tools_wheels=("$wheel_dir"/yolo_edge_tools-*.whl)
+tools_wheel="${tools_wheels[0]}"
 
 for version in "${versions[@]}"; do
   case "$version" in
@@ -58,10 +62,14 @@ for version in "${versions[@]}"; do
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet --constraint "$constraints" "${wheel}[onnx,greengrass]" \
     "pytest>=7.4" "pytest-timeout>=2.2"
+  # The test harness (tests/conftest.py) takes LocalBroker and the sample images from the tools package.
+  # --no-deps: none of the tools' dependencies (Ultralytics, torch, ...) reach the venv; the runtime itself
+  # never imports the tools.
+  "$venv/bin/python" -m pip install --quiet --no-deps "$tools_wheel"
   "$venv/bin/python" -c "import sys, numpy, cv2, onnxruntime, yolo_edge; print('python', sys.version.split()[0], \
 '| numpy', numpy.__version__, '| opencv', cv2.__version__, '| onnxruntime', onnxruntime.__version__)"
   # From the repository root so tests/ is found; yolo_edge is imported from the installed wheel. Only the
   # modules that hold runtime tests are collected: the others import Ultralytics, torch or boto3.
-  mapfile -t runtime_tests < <(cd "$repo" && grep -l "pytest.mark.runtime" tests/test_*.py)
+  mapfile -t runtime_tests < <(cd "$repo" && grep -rl --include="test_*.py" "pytest.mark.runtime" tests | sort)
   (cd "$repo" && "$venv/bin/python" -m pytest -q -ra -m runtime -p no:cacheprovider "${runtime_tests[@]}")
 done

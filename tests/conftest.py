@@ -1,4 +1,5 @@
-"""Shared test fixtures: random-weights models exported for real, a real Mosquitto, real videos."""
+"""Shared test fixtures: random-weights models exported for real, a real Mosquitto, real videos, and the
+MQTT operator of the harness (tests/harness.py) on that Mosquitto."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness import MODEL_SIZE, Operator
 
 from yolo_edge_tools import samples
 from yolo_edge_tools.local_broker import LocalBroker
@@ -93,6 +95,18 @@ def random_model() -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
+def model(random_model: Callable[..., Path]) -> Path:
+    """The model the component tests run: detection, random weights, 320x320 ONNX."""
+    return random_model("detect", MODEL_SIZE)
+
+
+@pytest.fixture(scope="session")
+def segment_model(random_model: Callable[..., Path]) -> Path:
+    """Segmentation, random weights, 320x320 ONNX."""
+    return random_model("segment", MODEL_SIZE, "onnx")
+
+
+@pytest.fixture(scope="session")
 def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_video(tmp_path_factory.mktemp("video") / "sample.avi", frames=30)
 
@@ -107,3 +121,11 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+def operator(broker: Broker) -> Iterator[Operator]:
+    """An MQTT operator on `broker` (see harness.Operator), on the harness's topics; closed after the test."""
+    instance = Operator(broker.port)
+    yield instance
+    instance.close()

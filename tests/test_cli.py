@@ -1,6 +1,9 @@
-"""The command line keeps every command, and one whose module cannot be imported says why."""
+"""The command line keeps every command, one whose module cannot be imported says why, and a configuration
+file and flags make the configuration."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +41,15 @@ def test_a_command_whose_module_fails_to_import_reports_the_error(
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "run                 unavailable (" in capsys.readouterr().out
+
+
+@pytest.mark.integration  # as when it was in the component's end-to-end tests
+def test_config_file_and_flags(tmp_path: Path):
+    from yolo_edge.cli import build_parser
+    from yolo_edge.cli_args import build_config
+
+    (tmp_path / "c.yaml").write_text("model_loc: a.onnx\nMODEL_HEIGHT: '480'\nconf_threshold: 0.5\n")
+    args = build_parser().parse_args(["run", "--config", str(tmp_path / "c.yaml"), "--model", "b.onnx",
+                                      "--set", "conf_threshold=0.6"])
+    config = build_config(args)
+    assert (config.model_loc, config.model_height, config.conf_threshold) == ("b.onnx", 480, 0.6)

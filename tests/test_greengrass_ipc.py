@@ -47,8 +47,8 @@ def component_configuration(model: Path, video: Path, **overrides: str) -> dict[
 
 
 @pytest.fixture(scope="module")
-def models(random_model) -> dict[str, Path]:
-    return {"detect": random_model("detect", 320), "segment": random_model("segment", 320)}
+def models(model, segment_model) -> dict[str, Path]:
+    return {"detect": model, "segment": segment_model}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import greengrass_ipc_server as wire
 import pytest
 import yaml
 from greengrass_ipc_server import GreengrassIpcServer
+from harness import wait_until
 
 from yolo_edge.config import Config
 from yolo_edge.transport import TransportError
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.runtime
 
 REPO = Path(__file__).resolve().parent.parent
 IN, OUT = "inference/input", "inference/output"
+WAIT_S = 10.0  # for what the transport does on its own threads
 
 
 def recipe_defaults() -> dict[str, Any]:
@@ -79,14 +81,6 @@ class Inbox:
             if not self._changed.wait_for(lambda: len(self.payloads) >= count, timeout):
                 raise AssertionError(f"{len(self.payloads)} of {count} messages arrived: {self.payloads}")
             return list(self.payloads)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        time.sleep(0.01)
 
 
 def test_connects_with_the_nucleus_token_subscribes_and_publishes_never_swapped(nucleus, transport) -> None:
@@ -142,7 +136,7 @@ def test_changing_the_input_topic_resubscribes_and_drops_the_old_one(nucleus, tr
     caplog.set_level(logging.WARNING)
     nucleus.send_iot_message(IN, b"late")
     nucleus.send_malformed_event("SubscribeToIoTCore")
-    wait_for(lambda: "IPC stream error" in caplog.text, what="stream error")
+    wait_until(lambda: "IPC stream error" in caplog.text, WAIT_S, what="stream error")
 
     transport.set_input_topic("lab/dev1/in")
     release.set()
@@ -169,7 +163,7 @@ def test_a_subscription_closed_by_the_nucleus_is_reported_and_renewed(nucleus, t
     transport.start(IN, inbox)
     with caplog.at_level(logging.WARNING):
         assert nucleus.end_subscriptions(IN) == 1
-        wait_for(lambda: "closed by the nucleus" in caplog.text, what="closed subscription reported")
+        wait_until(lambda: "closed by the nucleus" in caplog.text, WAIT_S, what="closed subscription reported")
     assert not transport.connected()
     assert nucleus.send_iot_message(IN, b"lost") == 0
     transport.set_input_topic(IN)  # same topic, but the stream is gone: subscribe again
@@ -200,7 +194,7 @@ def test_stream_errors_keep_the_stream_are_logged_and_block_nothing(nucleus, tra
     with caplog.at_level(logging.WARNING):
         assert nucleus.send_malformed_event("SubscribeToIoTCore") == 1
         assert nucleus.send_malformed_event("SubscribeToConfigurationUpdate") == 1
-        wait_for(lambda: caplog.text.count("IPC stream error") == 2, what="two stream errors logged")
+        wait_until(lambda: caplog.text.count("IPC stream error") == 2, WAIT_S, what="two stream errors logged")
     assert "subscription to 'inference/input'" in caplog.text and "configuration update" in caplog.text
     # on_stream_error runs on the client's network thread: had it blocked there, nothing below would pass.
     nucleus.send_iot_message(IN, b"still here")
@@ -253,7 +247,7 @@ def test_a_failing_reread_is_logged_and_the_next_update_still_arrives(nucleus, t
     nucleus.fail("GetConfiguration", "ServiceError", "nucleus busy", times=1)
     with caplog.at_level(logging.ERROR):
         nucleus.merge_configuration({"max_det": "5"})
-        wait_for(lambda: "nucleus busy" in caplog.text, what="failed re-read logged")
+        wait_until(lambda: "nucleus busy" in caplog.text, WAIT_S, what="failed re-read logged")
     assert delivered == []
     nucleus.merge_configuration({"max_det": "6"})
     assert arrived.wait(5)
@@ -284,7 +278,7 @@ def test_publish_errors_become_transport_errors(nucleus, transport, error, messa
 def test_a_lost_nucleus_connection_is_a_retryable_transport_error(nucleus, transport) -> None:
     transport.start(IN, Inbox())
     nucleus.drop_connections()
-    wait_for(lambda: not transport.connected(), what="lost connection noticed")
+    wait_until(lambda: not transport.connected(), WAIT_S, what="lost connection noticed")
     with pytest.raises(TransportError) as raised:
         transport.publish(OUT, b"{}")
     # ConnectionClosedError, or awscrt's own error when the drop is still being processed.
@@ -412,19 +406,19 @@ def test_a_lost_connection_is_reconnected_with_both_streams_and_the_missed_confi
     with caplog.at_level(logging.INFO):
         nucleus.drop_connections()
         nucleus.wait_until(lambda: len(nucleus.connect_tokens) == 2, what="a new connection")
-        wait_for(quick_transport.connected, what="the command subscription back")
+        wait_until(quick_transport.connected, WAIT_S, what="the command subscription back")
         nucleus.wait_until(lambda: len(nucleus.open_streams("SubscribeToConfigurationUpdate")) == 1,
                            what="the configuration stream back")
     assert "closed by the nucleus; reconnecting" in caplog.text and "reconnected to the nucleus" in caplog.text
     assert quick_transport.reconnects == 1
-    wait_for(lambda: len(configurations) == 1, what="the configuration re-read after the outage")
+    wait_until(lambda: len(configurations) == 1, WAIT_S, what="the configuration re-read after the outage")
     nucleus.send_iot_message(IN, b'{"status": "start"}')
     assert inbox.wait_count(1) == [b'{"status": "start"}']
     quick_transport.publish(OUT, b'{"type": "state"}')
     nucleus.wait_published(lambda m: m.topic == OUT)
     nucleus.merge_configuration({"conf_threshold": "0.5"})
-    wait_for(lambda: len(configurations) == 2 and configurations[-1]["conf_threshold"] == "0.5",
-             what="a configuration update on the new stream")
+    wait_until(lambda: len(configurations) == 2 and configurations[-1]["conf_threshold"] == "0.5", WAIT_S,
+               what="a configuration update on the new stream")
 
 
 def test_a_subscription_the_nucleus_ends_is_renewed_by_itself(nucleus, quick_transport) -> None:
@@ -433,7 +427,7 @@ def test_a_subscription_the_nucleus_ends_is_renewed_by_itself(nucleus, quick_tra
     assert nucleus.end_subscriptions(IN) == 1
     nucleus.wait_until(lambda: nucleus.subscribed_topics() == [IN] and len(nucleus.connect_tokens) == 2,
                        what="resubscribed on a new connection")
-    wait_for(quick_transport.connected, what="connected again")
+    wait_until(quick_transport.connected, WAIT_S, what="connected again")
     nucleus.send_iot_message(IN, b"again")
     assert inbox.wait_count(1) == [b"again"]
 
@@ -442,7 +436,8 @@ def test_reconnecting_backs_off_while_the_nucleus_is_away_and_close_ends_it(nucl
     quick_transport.start(IN, Inbox())
     with caplog.at_level(logging.WARNING):
         nucleus.stop()  # no nucleus at all: every attempt fails
-        wait_for(lambda: caplog.text.count("reconnecting to the nucleus failed") >= 3, what="three failed attempts")
+        wait_until(lambda: caplog.text.count("reconnecting to the nucleus failed") >= 3, WAIT_S,
+                   what="three failed attempts")
     delays = [float(d) for d in re.findall(r"next attempt in ([0-9.]+) s", caplog.text)]
     assert delays[:3] == [0.1, 0.2, 0.2]  # doubled, capped
     started = time.monotonic()
@@ -473,7 +468,7 @@ def test_reconnecting_gives_up_once_after_the_set_time(nucleus, monkeypatch, cap
         transport.start(IN, Inbox())
         with caplog.at_level(logging.ERROR):
             nucleus.stop()  # a nucleus that does not take this process back (lite forgets its token)
-            wait_for(lambda: reasons, what="giving up")
+            wait_until(lambda: reasons, WAIT_S, what="giving up")
             time.sleep(0.5)  # later failures do not call it again
         assert len(reasons) == 1 and "reconnection attempts" in reasons[0]
         assert "giving up" in caplog.text

@@ -13,18 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from harness import IN, OUT, is_final_summary, is_state, is_status, is_type
 from mjpeg_server import MjpegServer
-from test_faults import IN, OUT, Listener, is_state, is_status, is_type
 
 pytestmark = [pytest.mark.runtime, pytest.mark.integration]
 
 GREENGRASS_GRACE_S = 5.0
 EXIT_BUDGET_S = 4.5  # what we allow ourselves of Greengrass' grace, leaving room for a loaded machine
-
-
-@pytest.fixture(scope="module")
-def model(random_model) -> Path:
-    return random_model("detect", 320)
 
 
 @contextmanager
@@ -55,33 +50,28 @@ def sigterm_and_time(process: subprocess.Popen) -> float:
     return time.monotonic() - sent
 
 
-def is_final_summary(message: dict) -> bool:
-    return message.get("type") == "summary" and message.get("final") is True
-
-
 @pytest.mark.parametrize("kind", ["stream", "video"])
 def test_sigterm_during_inference_publishes_a_final_summary_releases_the_source_and_exits_0(
-        kind, broker, model, sample_video, tmp_path):
+        kind, broker, operator, model, sample_video, tmp_path):
     server = MjpegServer(fps=30).start() if kind == "stream" else None
     source = server.url if server else str(sample_video)
-    listener = Listener(broker.port)
     log = tmp_path / "component.log"
     try:
         with component_process(broker, model, source, log) as process:
-            listener.wait_for(is_status("model_loaded"), timeout=60)
-            listener.send({"status": "start", "request_id": "go"})
-            listener.wait_for(is_state("running", request_id="go"), timeout=20)
-            frames = listener.wait_for(is_type("frame"), count=5, timeout=30)
-            mark = listener.mark()
+            operator.wait_for(is_status("model_loaded"), timeout=60)
+            operator.send({"status": "start", "request_id": "go"})
+            operator.wait_for(is_state("running", request_id="go"), timeout=20)
+            frames = operator.wait_for(is_type("frame"), count=5, timeout=30)
+            mark = operator.mark()
 
             elapsed = sigterm_and_time(process)
             output = log.read_text(errors="replace")
             assert process.returncode == 0, output[-3000:]
             assert elapsed < EXIT_BUDGET_S, f"took {elapsed:.2f} s to exit after SIGTERM"
 
-            summary = listener.wait_for(is_final_summary, since=mark, timeout=5)
+            summary = operator.wait_for(is_final_summary, since=mark, timeout=5)
             assert summary["frames"] >= frames["seq"] and summary["state"] == "running"
-            idle = listener.wait_for(is_state("idle"), since=mark, timeout=5)
+            idle = operator.wait_for(is_state("idle"), since=mark, timeout=5)
             assert idle["reason"] == "signal SIGTERM" and idle["previous"] == "running"
             if server is not None:
                 assert f"closed stream {server.url}" in output, "the stream was not released"
@@ -93,37 +83,28 @@ def test_sigterm_during_inference_publishes_a_final_summary_releases_the_source_
             assert "stopped in" in output
             print(f"\n{kind}: exited {elapsed:.2f} s after SIGTERM")  # shown with -s: the measured time
     finally:
-        listener.close()
         if server is not None:
             server.stop()
 
 
-def test_sigterm_while_the_broker_is_down_still_exits_in_time(broker, model, sample_video, tmp_path):
-    listener = Listener(broker.port)
+def test_sigterm_while_the_broker_is_down_still_exits_in_time(broker, operator, model, sample_video, tmp_path):
     log = tmp_path / "component.log"
-    try:
-        with component_process(broker, model, str(sample_video), log) as process:
-            listener.wait_for(is_status("model_loaded"), timeout=60)
-            listener.send({"status": "start"})
-            listener.wait_for(is_type("frame"), count=3, timeout=30)
-            broker.stop()
-            time.sleep(0.5)  # the component notices and buffers
-            elapsed = sigterm_and_time(process)
-            assert process.returncode == 0, log.read_text(errors="replace")[-3000:]
-            assert elapsed < EXIT_BUDGET_S, f"took {elapsed:.2f} s to exit after SIGTERM with no broker"
-            print(f"\nbroker down: exited {elapsed:.2f} s after SIGTERM")
-    finally:
-        listener.close()
+    with component_process(broker, model, str(sample_video), log) as process:
+        operator.wait_for(is_status("model_loaded"), timeout=60)
+        operator.send({"status": "start"})
+        operator.wait_for(is_type("frame"), count=3, timeout=30)
+        broker.stop()
+        time.sleep(0.5)  # the component notices and buffers
+        elapsed = sigterm_and_time(process)
+        assert process.returncode == 0, log.read_text(errors="replace")[-3000:]
+        assert elapsed < EXIT_BUDGET_S, f"took {elapsed:.2f} s to exit after SIGTERM with no broker"
+        print(f"\nbroker down: exited {elapsed:.2f} s after SIGTERM")
 
 
-def test_sigterm_while_idle_exits_at_once(broker, model, sample_video, tmp_path):
-    listener = Listener(broker.port)
-    try:
-        with component_process(broker, model, str(sample_video), tmp_path / "component.log") as process:
-            listener.wait_for(is_status("model_loaded"), timeout=60)
-            elapsed = sigterm_and_time(process)
-            assert process.returncode == 0
-            assert elapsed < 2.0, f"took {elapsed:.2f} s to exit when idle"
-            print(f"\nidle: exited {elapsed:.2f} s after SIGTERM")
-    finally:
-        listener.close()
+def test_sigterm_while_idle_exits_at_once(broker, operator, model, sample_video, tmp_path):
+    with component_process(broker, model, str(sample_video), tmp_path / "component.log") as process:
+        operator.wait_for(is_status("model_loaded"), timeout=60)
+        elapsed = sigterm_and_time(process)
+        assert process.returncode == 0
+        assert elapsed < 2.0, f"took {elapsed:.2f} s to exit when idle"
+        print(f"\nidle: exited {elapsed:.2f} s after SIGTERM")

@@ -6,17 +6,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
 import pytest
 from conftest import asset_images, make_video
+from harness import (
+    MessageLog,
+    base_config,
+    is_state,
+    is_status,
+    is_type,
+    running_component,
+    running_controller,
+    wait_until,
+)
 from mjpeg_server import MjpegServer, frame_index
-from test_faults import base_config, is_state, is_status, is_type, running_component
 
 from yolo_edge.config import Config
-from yolo_edge.controller import Controller
 from yolo_edge.sources import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -37,20 +44,8 @@ def stream() -> Iterator[MjpegServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def model(random_model) -> Path:
-    return random_model("detect", 320)
-
-
 def reader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "live-source-reader"]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,24 +287,7 @@ def test_unreachable_stream_at_start_is_an_error_and_the_component_stays_idle(br
 # Files and folders lose no frame
 # ---------------------------------------------------------------------------------------------
 
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, message: dict[str, Any]) -> None:
-        with self.cond:
-            self.messages.append(message)
-            self.cond.notify_all()
-
-    def wait_for(self, match, timeout: float = 30) -> dict[str, Any]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: any(match(m) for m in self.messages), timeout), \
-                [m.get("type") for m in self.messages]
-            return next(m for m in self.messages if match(m))
-
-
-def run_to_end(config: Config, slow_ms: float = 0.0) -> Collector:
+def run_to_end(config: Config, slow_ms: float = 0.0) -> MessageLog:
     """Run the controller on `config` until the source ends; inference slowed by `slow_ms`."""
     from yolo_edge.predictor import load_predictor
 
@@ -324,16 +302,9 @@ def run_to_end(config: Config, slow_ms: float = 0.0) -> Collector:
         predictor.infer_and_decode = slow
         return predictor
 
-    out = Collector()
-    controller = Controller(config, out, predictor_factory=loader)
-    thread = threading.Thread(target=controller.run, daemon=True)
-    thread.start()
-    try:
+    with running_controller(config, predictor_factory=loader) as (controller, out):
         controller.submit_command(b'{"status": "start"}')
         out.wait_for(lambda m: m.get("type") == "state" and m.get("reason") == "source ended", timeout=60)
-    finally:
-        controller.request_shutdown()
-        thread.join(10)
     return out
 
 

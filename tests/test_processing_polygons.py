@@ -15,17 +15,15 @@ import cv2
 import numpy as np
 import pytest
 from conftest import asset_images, make_video
-from test_component import Operator, is_state
+from harness import base_config, is_state, running_component
 
 from yolo_edge import messages, processing
-from yolo_edge.app import Component
 from yolo_edge.config import Config
 from yolo_edge.frame_step import infer_frame
 from yolo_edge.limits import PublishGate
 from yolo_edge.metrics import RollingFPS
 from yolo_edge.pipeline import FeedFrame
 from yolo_edge.predictor import Predictor, load_predictor
-from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 from yolo_edge_tools import bench_worker
 
 pytestmark = pytest.mark.runtime
@@ -64,11 +62,6 @@ class DecodedCounts:
         result = self._real(*args, **kwargs)
         self.per_frame.append(len(result))
         return result
-
-
-@pytest.fixture
-def segment_model(random_model) -> Path:
-    return random_model("segment", SIZE, "onnx")
 
 
 def predictor_for(model: Path, **extra) -> Predictor:
@@ -242,26 +235,19 @@ def test_the_bench_encoder_counts_polygons_as_postprocess(segment_model, monkeyp
 
 def run_component(broker, config: Config) -> tuple[list[dict], dict]:
     """Start `config` on a real Mosquitto, run its video to the end; (frame messages, final summary)."""
-    operator = Operator(broker.port, config)
-    component = Component(config, MqttTransport(MqttSettings(port=broker.port))).start()
-    try:
-        operator.wait_for(lambda m: m.get("type") == "status" and m["event"] == "model_loaded", timeout=60)
+    with running_component(broker, config) as (_component, operator):
+        operator.wait_for_next(lambda m: m.get("type") == "status" and m["event"] == "model_loaded", timeout=60)
         operator.send({"status": "start"})
         seen: list[dict] = []
-        summary = operator.wait_for(lambda m: seen.append(m) or (m.get("type") == "summary" and m["final"]),
-                                    timeout=120)
-        operator.wait_for(is_state("idle"))
+        summary = operator.wait_for_next(lambda m: seen.append(m) or (m.get("type") == "summary" and m["final"]),
+                                         timeout=120)
+        operator.wait_for_next(is_state("idle"))
         frames = [m for m in seen if m.get("type") == "frame"]
         return frames, summary
-    finally:
-        component.stop()
-        operator.close()
 
 
 def component_config(model: Path, video: Path, **extra) -> Config:
-    return Config.from_mapping({"model_loc": str(model), "camera_id": str(video), "MODEL_HEIGHT": SIZE,
-                                "MODEL_WIDTH": SIZE, "summary_interval_s": 0, "event_topic": "test/in",
-                                "output_topic": "test/out", **extra})
+    return base_config(model, video, loop_source=False, **extra)
 
 
 @pytest.mark.integration

@@ -8,21 +8,15 @@ GStreamer capture that reads a real MJPEG stream on 127.0.0.1 stands in for it.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
 import pytest
+from harness import is_type, running_controller, wait_until
 from mjpeg_server import MjpegServer
-from test_faults import is_type
-from test_sources import Collector
 
 from yolo_edge.config import Config
-from yolo_edge.controller import Controller
 from yolo_edge.sources import (
     CsiCamera,
     LiveSource,
@@ -115,24 +109,6 @@ def test_a_missing_camera_with_gstreamer_names_the_pipeline_and_what_to_check():
 # The component
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def model(random_model) -> Path:
-    return random_model("detect", 320)
-
-
-@contextlib.contextmanager
-def run_controller(config: Config, source_factory=open_source) -> Iterator[tuple[Controller, Collector]]:
-    collector = Collector()
-    controller = Controller(config, collector, source_factory=source_factory)
-    thread = threading.Thread(target=controller.run, name="controller", daemon=True)
-    thread.start()
-    try:
-        yield controller, collector
-    finally:
-        controller.request_shutdown()
-        assert controller.wait_done(10)
-
-
 def no_gstreamer_factory(camera_id: str, _loop: bool) -> Any:
     return no_gstreamer_source(camera_id)
 
@@ -140,7 +116,7 @@ def no_gstreamer_factory(camera_id: str, _loop: bool) -> Any:
 def test_start_on_a_csi_camera_without_gstreamer_is_a_source_open_failed_error(model):
     config = Config.from_mapping({"model_loc": str(model), "camera_id": "csi://0", "MODEL_HEIGHT": 320,
                                   "MODEL_WIDTH": 320})
-    with run_controller(config, no_gstreamer_factory) as (controller, collector):
+    with running_controller(config, source_factory=no_gstreamer_factory) as (controller, collector):
         collector.wait_for(is_type("status", event="model_loaded"))
         controller.submit_command(b'{"status": "start", "request_id": "go"}')
         error = collector.wait_for(is_type("error", code="source_open_failed"))
@@ -152,7 +128,7 @@ def test_start_on_a_csi_camera_without_gstreamer_is_a_source_open_failed_error(m
 def test_bad_csi_options_at_start_name_the_option(model):
     config = Config.from_mapping({"model_loc": str(model), "camera_id": "csi://0?fps=30", "MODEL_HEIGHT": 320,
                                   "MODEL_WIDTH": 320})
-    with run_controller(config) as (controller, collector):
+    with running_controller(config) as (controller, collector):
         controller.submit_command(b'{"status": "start"}')
         error = collector.wait_for(is_type("error", code="source_open_failed"))
         assert error["message"] == ("camera_id 'csi://0?fps=30': unknown option 'fps' (csi:// takes width, "
@@ -169,13 +145,6 @@ def stream() -> Iterator[MjpegServer]:
     server = MjpegServer(fps=30, size=(240, 320)).start()
     yield server
     server.stop()
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_a_csi_camera_is_a_live_source_that_pauses_and_reconnects(monkeypatch, stream):

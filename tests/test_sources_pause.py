@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_faults import base_config, is_state, is_type, running_component
+from harness import base_config, is_state, is_type, running_component, wait_until
 
 pytestmark = pytest.mark.runtime
 
@@ -76,18 +76,6 @@ def camera() -> Iterator[CameraProcess]:
     process = CameraProcess(FRAME_SIZE, FPS)
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def model(random_model) -> Path:
-    return random_model("detect", 320)
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)

@@ -3,97 +3,40 @@
 from __future__ import annotations
 
 import json
-import queue
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import paho.mqtt.client as mqtt
 import pytest
+from harness import Operator, base_config, is_state, is_status, running_component
 
 from yolo_edge.app import Component
 from yolo_edge.config import Config
 from yolo_edge.predictor import load_predictor
-from yolo_edge.transport.mqtt import MqttSettings, MqttTransport
 
 pytestmark = [pytest.mark.runtime, pytest.mark.integration]
 
 
-class Operator:
-    """What a user does in the MQTT test client: publish commands, watch the output topic."""
-
-    def __init__(self, port: int, config: Config) -> None:
-        self.config = config
-        self.inbox: queue.Queue = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_message = lambda _c, _u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(config.output_topic, qos=1)
-        self.client.loop_start()
-
-    def send(self, payload: bytes | str | dict) -> None:
-        body = json.dumps(payload) if isinstance(payload, dict) else payload
-        self.client.publish(self.config.event_topic, body, qos=1).wait_for_publish(5)
-
-    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                message = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if predicate(message):
-                return message
-        raise AssertionError(f"no matching message within {timeout} s")
-
-    def drain(self, seconds: float) -> list[dict]:
-        end = time.monotonic() + seconds
-        out = []
-        while time.monotonic() < end:
-            try:
-                out.append(self.inbox.get(timeout=max(0.01, end - time.monotonic())))
-            except queue.Empty:
-                break
-        return out
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def is_state(state: str) -> Callable[[dict], bool]:
-    return lambda m: m.get("type") == "state" and m["state"] == state
-
-
 @pytest.fixture
-def running(broker, random_model, sample_video) -> Iterator[tuple[Component, Operator, list[Config]]]:
+def running(broker, model, sample_video) -> Iterator[tuple[Component, Operator, list[Config]]]:
     loads: list[Config] = []
 
     def counting_loader(config: Config):
         loads.append(config)
         return load_predictor(config)
 
-    config = Config.from_mapping({
-        "model_loc": str(random_model("detect", 320)), "camera_id": str(sample_video), "loop_source": "true",
-        "MODEL_HEIGHT": 320, "MODEL_WIDTH": 320, "max_publish_rate": 0, "summary_interval_s": 0,
-        "event_topic": "test/in", "output_topic": "test/out"})
-    operator = Operator(broker.port, config)
-    transport = MqttTransport(MqttSettings(port=broker.port))
-    component = Component(config, transport, predictor_factory=counting_loader).start()
-    assert transport.wait_connected(10)
-    operator.wait_for(lambda m: m.get("type") == "status" and m["event"] == "model_loaded")
-    yield component, operator, loads
-    component.stop()
-    operator.close()
+    config = base_config(model, sample_video, max_publish_rate=0)
+    with running_component(broker, config, predictor_factory=counting_loader) as (component, operator):
+        operator.wait_for_next(is_status("model_loaded"))
+        yield component, operator, loads
 
 
 def test_start_pause_resume_stop(running):
     component, operator, loads = running
     operator.send({"status": "start", "request_id": "r1"})
-    started = operator.wait_for(is_state("running"))
+    started = operator.wait_for_next(is_state("running"))
     assert started["request_id"] == "r1" and started["previous"] == "idle"
 
-    frames = [operator.wait_for(lambda m: m.get("type") == "frame") for _ in range(5)]
+    frames = [operator.wait_for_next(lambda m: m.get("type") == "frame") for _ in range(5)]
     frame = frames[-1]
     assert frame["model"]["format"] == "onnx" and frame["model"]["task"] == "detect"
     assert frame["model"]["input_size"] == [320, 320]
@@ -104,28 +47,28 @@ def test_start_pause_resume_stop(running):
     frame_period = max(f["latency_ms"]["inference"] + f["latency_ms"]["postprocess"] for f in frames) / 1000
 
     operator.send({"status": "pause"})
-    operator.wait_for(is_state("paused"))
+    operator.wait_for_next(is_state("paused"))
     # At most the frame in flight when pause arrived may still come; then nothing.
     time.sleep(frame_period + 0.3)
     late = [m for m in operator.drain(1.0) if m.get("type") == "frame"]
     assert late == [], f"{len(late)} frames published while paused"
 
     operator.send({"status": "start"})
-    resumed = operator.wait_for(is_state("running"))
+    resumed = operator.wait_for_next(is_state("running"))
     assert resumed["previous"] == "paused"
-    operator.wait_for(lambda m: m.get("type") == "frame")
+    operator.wait_for_next(lambda m: m.get("type") == "frame")
 
     operator.send({"status": "stop"})
-    summary = operator.wait_for(lambda m: m.get("type") == "summary" and m["final"])
+    summary = operator.wait_for_next(lambda m: m.get("type") == "summary" and m["final"])
     assert summary["frames"] >= 6 and summary["fps"] > 0
     for stage in ("preprocess", "inference", "postprocess", "total"):
         p = summary["latency_ms"][stage]
         assert 0 <= p["p50"] <= p["p90"] <= p["p99"]
-    operator.wait_for(is_state("idle"))
+    operator.wait_for_next(is_state("idle"))
 
     operator.send({"status": "start"})
-    operator.wait_for(is_state("running"))
-    operator.wait_for(lambda m: m.get("type") == "frame")
+    operator.wait_for_next(is_state("running"))
+    operator.wait_for_next(lambda m: m.get("type") == "frame")
     assert len(loads) == 1, "the model must be loaded once and kept across stop/start"
 
 
@@ -163,28 +106,23 @@ def test_bad_commands_get_one_error_each_and_the_component_stays_controllable(ru
     assert not [m for m in operator.drain(0.5) if m.get("type") == "error"], "more than one error per command"
 
     operator.send({"status": "start"})
-    operator.wait_for(is_state("running"))
-    operator.wait_for(lambda m: m.get("type") == "frame")
+    operator.wait_for_next(is_state("running"))
+    operator.wait_for_next(lambda m: m.get("type") == "frame")
 
 
-def test_video_end_returns_to_idle_with_a_final_summary(broker, random_model, tmp_path):
+def test_video_end_returns_to_idle_with_a_final_summary(broker, model, tmp_path):
     from conftest import make_video
 
     video = make_video(tmp_path / "short.avi", frames=6)
-    config = Config.from_mapping({"model_loc": str(random_model("detect", 320)), "camera_id": str(video),
+    config = Config.from_mapping({"model_loc": str(model), "camera_id": str(video),
                                   "MODEL_HEIGHT": 320, "MODEL_WIDTH": 320, "max_publish_rate": 0})
-    operator = Operator(broker.port, config)
-    component = Component(config, MqttTransport(MqttSettings(port=broker.port))).start()
-    try:
-        operator.wait_for(lambda m: m.get("type") == "status" and m["event"] == "model_loaded")
+    with running_component(broker, config) as (component, operator):
+        operator.wait_for_next(lambda m: m.get("type") == "status" and m["event"] == "model_loaded")
         operator.send({"status": "start"})
-        summary = operator.wait_for(lambda m: m.get("type") == "summary" and m["final"])
+        summary = operator.wait_for_next(lambda m: m.get("type") == "summary" and m["final"])
         assert summary["frames"] == 6 and summary["frames_published"] == 6
-        idle = operator.wait_for(is_state("idle"))
+        idle = operator.wait_for_next(is_state("idle"))
         assert idle["reason"] == "source ended"
-    finally:
-        component.stop()
-        operator.close()
 
 
 def test_idle_and_paused_use_no_cpu(running):
@@ -200,9 +138,9 @@ def test_idle_and_paused_use_no_cpu(running):
     time.sleep(2.0)
     idle_cpu = cpu_seconds() - before
     operator.send({"status": "start"})
-    operator.wait_for(lambda m: m.get("type") == "frame")
+    operator.wait_for_next(lambda m: m.get("type") == "frame")
     operator.send({"status": "pause"})
-    operator.wait_for(is_state("paused"))
+    operator.wait_for_next(is_state("paused"))
     time.sleep(0.5)
     before = cpu_seconds()
     time.sleep(2.0)
@@ -215,19 +153,14 @@ def test_idle_and_paused_use_no_cpu(running):
 def test_unloadable_model_reports_an_error_and_stays_controllable(broker, tmp_path, sample_video):
     model = tmp_path / "missing.onnx"
     config = Config.from_mapping({"model_loc": str(model), "camera_id": str(sample_video)})
-    operator = Operator(broker.port, config)
-    component = Component(config, MqttTransport(MqttSettings(port=broker.port))).start()
-    try:
-        error = operator.wait_for(lambda m: m.get("type") == "error")
+    with running_component(broker, config) as (component, operator):
+        error = operator.wait_for_next(lambda m: m.get("type") == "error")
         assert error["code"] == "model_load_failed" and str(model) in error["message"]
         operator.send({"status": "start"})
-        again = operator.wait_for(lambda m: m.get("type") == "error")
+        again = operator.wait_for_next(lambda m: m.get("type") == "error")
         assert again["code"] == "model_load_failed"
         operator.send({"status": "stop"})
-        assert operator.wait_for(is_state("idle"))["reason"] == "already idle"
-    finally:
-        component.stop()
-        operator.close()
+        assert operator.wait_for_next(is_state("idle"))["reason"] == "already idle"
 
 
 def test_send_command_line(broker, running):
@@ -235,40 +168,24 @@ def test_send_command_line(broker, running):
 
     component, operator, _ = running
     assert main(["send", "start", "--topic", "test/in", "--broker", broker.address]) == 0
-    operator.wait_for(is_state("running"))
+    operator.wait_for_next(is_state("running"))
 
 
-def test_config_file_and_flags(tmp_path: Path):
-    from yolo_edge.cli import build_parser
-    from yolo_edge.cli_args import build_config
-
-    (tmp_path / "c.yaml").write_text("model_loc: a.onnx\nMODEL_HEIGHT: '480'\nconf_threshold: 0.5\n")
-    args = build_parser().parse_args(["run", "--config", str(tmp_path / "c.yaml"), "--model", "b.onnx",
-                                      "--set", "conf_threshold=0.6"])
-    config = build_config(args)
-    assert (config.model_loc, config.model_height, config.conf_threshold) == ("b.onnx", 480, 0.6)
-
-
-def test_publish_rate_cap_counts_unpublished_frames_and_batches_frames(broker, random_model, tmp_path):
+def test_publish_rate_cap_counts_unpublished_frames_and_batches_frames(broker, model, tmp_path):
     from conftest import make_video
 
     video = make_video(tmp_path / "v.avi", frames=24)
-    config = Config.from_mapping({"model_loc": str(random_model("detect", 320)), "camera_id": str(video),
+    config = Config.from_mapping({"model_loc": str(model), "camera_id": str(video),
                                   "MODEL_HEIGHT": 320, "MODEL_WIDTH": 320, "max_publish_rate": 2,
                                   "frames_per_message": 2, "summary_interval_s": 0})
-    operator = Operator(broker.port, config)
-    component = Component(config, MqttTransport(MqttSettings(port=broker.port))).start()
-    try:
-        operator.wait_for(lambda m: m.get("type") == "status" and m["event"] == "model_loaded")
+    with running_component(broker, config) as (component, operator):
+        operator.wait_for_next(lambda m: m.get("type") == "status" and m["event"] == "model_loaded")
         operator.send({"status": "start"})
         seen: list[dict] = []
-        summary = operator.wait_for(lambda m: seen.append(m) or (m.get("type") == "summary" and m["final"]))
+        summary = operator.wait_for_next(lambda m: seen.append(m) or (m.get("type") == "summary" and m["final"]))
         batches = [m for m in seen + operator.drain(0.5) if m.get("type") == "frames"]
         assert not [m for m in seen if m.get("type") == "frame"], "frames must only come in batches"
         assert summary["frames"] == 24
         assert summary["frames_published"] + summary["frames_not_published"] == 24
         assert summary["frames_not_published"] > 0
         assert batches and all(len(b["frames"]) == b["count"] <= 2 for b in batches)
-    finally:
-        component.stop()
-        operator.close()
