@@ -19,7 +19,7 @@ pytestmark = pytest.mark.runtime
 
 COMMANDS = (Event.START, Event.PAUSE, Event.STOP)
 RUN_ENDERS = (Event.SOURCE_ENDED, Event.SOURCE_FAILED, Event.SOURCE_REOPEN_FAILED, Event.INFERENCE_FAILED,
-              Event.INTERNAL_ERROR)
+              Event.INTERNAL_ERROR, Event.CAMERA_REMOVED)
 
 
 @pytest.mark.parametrize(("state", "event", "expected"), [
@@ -62,11 +62,11 @@ def test_nothing_happens_to_an_idle_component_when_a_closed_run_reports_late(eve
     assert transition(State.IDLE, event) is None
 
 
-def test_shutdown_ends_the_run_before_it_releases_the_model():
-    assert transition(State.IDLE, Event.SHUTDOWN) == Transition(State.IDLE, (Effect.RELEASE_MODEL,), "shutdown")
+def test_shutdown_ends_every_run_and_leaves_an_idle_camera_alone():
+    # The model, shared by the cameras, is released by the controller once every run has ended.
+    assert transition(State.IDLE, Event.SHUTDOWN) is None
     for state in (State.RUNNING, State.PAUSED):
-        assert transition(state, Event.SHUTDOWN) == Transition(
-            State.IDLE, (Effect.END_RUN, Effect.RELEASE_MODEL), "shutdown")
+        assert transition(state, Event.SHUTDOWN) == Transition(State.IDLE, (Effect.END_RUN,), "shutdown")
 
 
 def test_only_a_started_run_leaves_idle_and_every_run_ends_in_idle():

@@ -20,6 +20,9 @@ class ErrorCode(str, Enum):
     MISSING_STATUS = "missing_status"
     INVALID_STATUS_TYPE = "invalid_status_type"
     UNKNOWN_STATUS = "unknown_status"
+    INVALID_CAMERA = "invalid_camera"
+    # a valid command for a camera the configuration does not have
+    UNKNOWN_CAMERA = "unknown_camera"
     # a valid command that the current state does not allow
     INVALID_TRANSITION = "invalid_transition"
     # model

@@ -24,6 +24,7 @@ MAX_REQUEST_ID_CHARS = 128
 class Command:
     action: Action
     request_id: str | None = None
+    camera: str | None = None  # one camera's name; None: every camera
 
 
 class CommandError(ValueError):
@@ -44,7 +45,8 @@ def _preview(payload: bytes, limit: int = 80) -> str:
 def parse_command(payload: bytes | str) -> Command:
     """`{"status": "start" | "pause" | "stop"}` (case-insensitive, extra fields allowed).
 
-    An optional string `request_id` is echoed in the state or error message that answers it.
+    An optional string `request_id` is echoed in the state or error message that answers it; an optional
+    `camera` names the one camera the command is for (without it, the command is for every camera).
     """
     if isinstance(payload, str):
         payload = payload.encode("utf-8", errors="replace")
@@ -81,4 +83,8 @@ def parse_command(payload: bytes | str) -> Command:
     if action not in ACTIONS:
         raise CommandError(ErrorCode.UNKNOWN_STATUS, f"field 'status' is {status[:80]!r}; expected one of "
                            + ", ".join(ACTIONS), request_id)
-    return Command(Action(action), request_id)
+    camera = data.get("camera")
+    if camera is not None and (not isinstance(camera, str) or not camera.strip()):
+        raise CommandError(ErrorCode.INVALID_CAMERA, f"field 'camera' must be a camera's name (a non-empty string), "
+                           f"got {_preview(json.dumps(camera).encode())}", request_id)
+    return Command(Action(action), request_id, camera.strip() if camera is not None else None)

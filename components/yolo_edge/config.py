@@ -126,6 +126,75 @@ def _as_message_bytes(key: str, value: Any) -> int:
     return size
 
 
+DEFAULT_CAMERA = "default"  # the one camera `camera_id` names when `cameras` is empty
+MAX_CAMERAS = 64
+MAX_BATCH_SIZE = 64
+CAMERA_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+CAMERA_KEYS = ("source", "loop_source", "max_fps")
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera of `cameras`: a short name, a source (anything `camera_id` accepts) and its overrides."""
+
+    name: str
+    source: str
+    loop_source: bool | None = None  # None: the component's `loop_source`
+    max_fps: float = 0.0  # frames taken from the source per second at most; 0 = as fast as it delivers
+
+    def to_mapping(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"source": self.source}
+        if self.loop_source is not None:
+            values["loop_source"] = self.loop_source
+        if self.max_fps:
+            values["max_fps"] = self.max_fps
+        return values
+
+
+def _as_camera_name(key: str, name: Any) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= CAMERA_NAME_CHARS:
+        raise ConfigError(key, name, "camera names of 1 to 64 letters, digits, '-', '_' or '.'")
+    return name
+
+
+def _as_camera(name: str, value: Any) -> CameraSpec:
+    key = f"cameras.{name}"
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return CameraSpec(name, _as_source(key, value))
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, value, "a source (as camera_id takes) or an object with 'source' and optional "
+                                      "'loop_source', 'max_fps'")
+    unknown = sorted(str(k) for k in value if k not in CAMERA_KEYS)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", value[unknown[0]], "one of " + ", ".join(CAMERA_KEYS))
+    if "source" not in value:
+        raise ConfigError(f"{key}.source", None, "a camera index, a video file, an image folder or a stream URL")
+    loop = value.get("loop_source")
+    return CameraSpec(name, _as_source(f"{key}.source", value["source"]),
+                      None if loop is None else _as_bool(f"{key}.loop_source", loop),
+                      float(_ranged(float, 0.0, 1000.0)(f"{key}.max_fps", value.get("max_fps", 0.0))))
+
+
+def _as_cameras(key: str, value: Any) -> tuple[CameraSpec, ...]:
+    if isinstance(value, str):  # from --set cameras='{...}', or a deployment that stored it as text
+        text = value.strip()
+        if not text:
+            return ()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, value, f"a JSON object of camera name -> source ({exc.msg})") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, value, "an object of camera name -> source, e.g. {\"dock-1\": \"rtsp://...\"}")
+    if len(value) > MAX_CAMERAS:
+        raise ConfigError(key, f"{len(value)} cameras", f"at most {MAX_CAMERAS} cameras")
+    return tuple(_as_camera(_as_camera_name(key, name), spec) for name, spec in value.items())
+
+
+def _as_batch_size(key: str, value: Any) -> int:
+    return int(_ranged(int, 0, MAX_BATCH_SIZE)(key, value))
+
+
 def _key(name: str, parse: Callable[[str, Any], Any], doc: str) -> dict[str, Any]:
     return {"key": name, "parse": parse, "doc": doc}
 
@@ -178,6 +247,15 @@ class Config:
         "publish_detections", _as_bool, "include the detections list in frame messages"))
     threads: int = field(default=0, metadata=_key(
         "threads", _ranged(int, 0, 256), "CPU threads for the runtime; 0 = runtime default"))
+    cameras: tuple[CameraSpec, ...] = field(default=(), metadata=_key(
+        "cameras", _as_cameras, "camera name -> source (or {source, loop_source, max_fps}); empty: the one "
+        "camera camera_id names, called 'default'"))
+    batch_size: int = field(default=0, metadata=_key(
+        "batch_size", _as_batch_size, "frames inferred in one call, at most; 0 = one per running camera, "
+        "capped by what the model takes; 1 = no batching"))
+    batch_timeout_ms: float = field(default=0.0, metadata=_key(
+        "batch_timeout_ms", _ranged(float, 0.0, 1000.0), "how long a batch waits for more cameras' frames "
+        "after its first; 0 = one frame interval of the fastest camera"))
 
     @classmethod
     def keys(cls) -> dict[str, dataclasses.Field]:
@@ -207,7 +285,17 @@ class Config:
 
     def to_mapping(self) -> dict[str, Any]:
         """Public key name -> value, as a recipe's DefaultConfiguration holds it."""
-        return {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+        values = {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+        values["cameras"] = {camera.name: camera.to_mapping() for camera in self.cameras}
+        return values
+
+    def camera_specs(self) -> dict[str, CameraSpec]:
+        """Every camera by name, each with its `loop_source` resolved: `cameras`, or when that is empty
+        the one camera `camera_id` names (called DEFAULT_CAMERA)."""
+        if not self.cameras:
+            return {DEFAULT_CAMERA: CameraSpec(DEFAULT_CAMERA, self.camera_id, self.loop_source)}
+        return {camera.name: dataclasses.replace(camera, loop_source=self.loop_source if camera.loop_source is None
+                                                  else camera.loop_source) for camera in self.cameras}
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -1,12 +1,14 @@
-"""The single owner of the component's state: an event loop over the transition table.
+"""The single owner of the component's state: an event loop over the cameras' transition table.
 
 Commands, configuration updates and live-source events arrive on one queue (transports and the
-source reader only enqueue). The controller thread owns the model and the current `Run` (the feeder
-and the run's statistics, made at start and dropped at its end); nothing else mutates them. Each
-event is looked up in `transitions.TRANSITIONS` and its effects carried out here. When idle or paused
-the thread blocks on the queue, so it uses no CPU. Nothing that goes wrong in a command, a model or a
-source stops this thread: each failure is published as an error message and the component stays
-controllable.
+source readers only enqueue). The controller thread owns the model, which every camera shares, and
+each camera's state and `Run` (its feeder and statistics, made at its start and dropped at its end);
+nothing else mutates them. Each event is looked up in `transitions.TRANSITIONS` for each camera it
+concerns, and the effects are carried out here; one state message answers it. While any camera runs,
+the loop gathers a batch of ready frames from the running cameras (`gather.FrameGatherer`) and infers
+it in one call. While none runs, the thread blocks on the queue and uses no CPU. Nothing that goes
+wrong in a command, a model or a source stops this thread: each failure is published as an error
+message and the component stays controllable; a camera's failure ends only that camera's run.
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Sequence, Union
 
 from . import messages
 from .codes import ErrorCode, StatusEvent
 from .commands import Command, CommandError, parse_command
-from .config import Config, ConfigError
-from .frame_step import infer_frame
+from .config import CameraSpec, Config, ConfigError
+from .frame_step import infer_frames
+from .gather import FrameGatherer
 from .limits import ERROR_BURST, ERROR_RATE_PER_S, ErrorLimiter, PublishGate
 from .model_slot import MODEL_KEYS, LoadFailed, ModelSlot
 from .pipeline import FeedEnded, FeedFailed, FeedFrame, FrameFeeder
 from .predictor import PostprocessSettings, Predictor, load_predictor
-from .run import Run
+from .run import Run, summary_message
 from .sources import FrameSource, SourceError, SourceEvent, SourceEventKind, open_source
 from .transitions import Effect, Event, State, Transition, transition
 
@@ -36,10 +39,13 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[Dict[str, Any]], None]
 
-SOURCE_KEYS = ("camera_id", "loop_source")
 FEED_TIMEOUT_S = 0.2
+# Batch gathering waits at most one frame interval of the fastest running camera, within these bounds
+# (AUTO_GATHER_S until an interval is known).
+AUTO_GATHER_S = 0.02
+MAX_GATHER_S = 0.1
 
-__all__ = ["ERROR_BURST", "ERROR_RATE_PER_S", "Controller", "ErrorLimiter", "PublishGate", "State"]
+__all__ = ["ERROR_BURST", "ERROR_RATE_PER_S", "Camera", "Controller", "ErrorLimiter", "PublishGate", "State"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,44 @@ class _ShutdownEvent:
 
 @dataclass(frozen=True)
 class _SourceEvent:
+    camera: str
     source: FrameSource
     event: SourceEvent
 
 
 _QueuedEvent = Union[_CommandEvent, _ConfigEvent, _ShutdownEvent, _SourceEvent]
+
+
+class Camera:
+    """One configured camera: what it reads, its state, and its run while it has one."""
+
+    def __init__(self, spec: CameraSpec) -> None:
+        self.spec = spec
+        self.state = State.IDLE
+        self.run: Run | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What an event did to one camera."""
+
+    camera: str
+    previous: State
+    state: State
+    transition: Transition
+    applied: bool  # False: an effect failed (and said why); the camera's state stayed
+
+
+def aggregate_state(states: Sequence[State]) -> State:
+    """The component's state: running while any camera runs, else paused while any is paused, else idle."""
+    for state in (State.RUNNING, State.PAUSED):
+        if state in states:
+            return state
+    return State.IDLE
 
 
 class Controller:
@@ -78,10 +117,12 @@ class Controller:
         self._source_factory = source_factory
         self._on_input_topic = on_input_topic
         self._events: queue.Queue[_QueuedEvent] = queue.Queue()
-        self.state = State.IDLE
+        self.cameras: dict[str, Camera] = {name: Camera(spec) for name, spec in config.camera_specs().items()}
         self._model = ModelSlot(predictor_factory)
-        self.current_run: Run | None = None  # the current run; None while idle
+        self._gatherer = FrameGatherer()
+        self._gate = PublishGate(config.max_publish_rate)  # shared: the output topic's rate, all cameras
         self._seq = 0  # frame messages' sequence number, over the component's lifetime
+        self._last_summary = 0.0
         self._done = threading.Event()
         self.commands_rejected = 0
         self._errors = ErrorLimiter(error_burst, error_rate_per_s)
@@ -99,28 +140,34 @@ class Controller:
 
     def _put(self, event: _QueuedEvent) -> None:
         self._events.put(event)
-        run = self.current_run
-        if run is not None:
-            run.feeder.wake()  # events go before the next frame: a pause stops before one more inference
+        self._gatherer.wake()  # events go before the next batch: a pause stops before one more inference
 
     def wait_done(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
     @property
+    def state(self) -> State:
+        return aggregate_state([camera.state for camera in self.cameras.values()])
+
+    @property
     def feeder(self) -> FrameFeeder | None:
-        """The current run's frame feeder; None while idle."""
-        run = self.current_run
-        return run.feeder if run is not None else None
+        """The first camera's frame feeder while it has a run (with one camera: the run's feeder)."""
+        runs = [camera.run for camera in self.cameras.values() if camera.run is not None]
+        return runs[0].feeder if runs else None
+
+    @property
+    def predictor(self) -> Predictor | None:
+        return self._model.predictor
 
     # ---- the controller thread ----
     def run(self) -> None:
         try:
-            self._emit_state(State.IDLE, State.IDLE, "component started")
+            self._emit_state(State.IDLE, State.IDLE, "component started", cameras=self._camera_states())
             self._guarded(self._ensure_model)
             while True:
                 event = self._next_event()
                 if isinstance(event, _ShutdownEvent):
-                    self._guarded(self._apply, Event.SHUTDOWN, None, event.reason)
+                    self._guarded(self._shutdown, event.reason)
                     return
                 if event is None:
                     self._guarded(self._step)
@@ -130,21 +177,23 @@ class Controller:
             self._done.set()
 
     def _guarded(self, action: Callable[..., Any], *args: Any) -> None:
-        """Run one unit of work; an unexpected exception ends the run, never the controller thread."""
+        """Run one unit of work; an unexpected exception ends the runs, never the controller thread."""
         try:
             action(*args)
         except Exception as exc:  # noqa: BLE001 - the thread must survive anything a model or source does
             log.exception("internal error")
             self._error(ErrorCode.INTERNAL_ERROR, f"unexpected {type(exc).__name__}: {exc}")
-            if self.state is not State.IDLE:
+            active = [camera for camera in self.cameras.values() if camera.state is not State.IDLE]
+            if active:
                 try:
-                    self._apply(Event.INTERNAL_ERROR, error=exc)
+                    self._apply(Event.INTERNAL_ERROR, active, error=exc)
                 except Exception:  # noqa: BLE001
-                    log.exception("could not end the run cleanly")
-                    self.current_run, self.state = None, State.IDLE
+                    log.exception("could not end the runs cleanly")
+                    for camera in active:
+                        camera.run, camera.state = None, State.IDLE
 
     def _next_event(self) -> _QueuedEvent | None:
-        """Block while idle or paused; while running, return None when there is a frame to do."""
+        """Block while no camera runs; while one does, return None when there is a batch to do."""
         if self.state is State.RUNNING:
             try:
                 return self._events.get_nowait()
@@ -169,110 +218,191 @@ class Controller:
             self._source_event(event)
 
     def _command(self, command: Command) -> None:
-        self._apply(Event.for_action(command.action), command.request_id)
+        if command.camera is None:
+            targets = list(self.cameras.values())
+        elif command.camera in self.cameras:
+            targets = [self.cameras[command.camera]]
+        else:
+            self.commands_rejected += 1
+            known = list(self.cameras)
+            self._error(ErrorCode.UNKNOWN_CAMERA, f"no camera {command.camera!r}; the cameras are "
+                        f"{', '.join(known)}", command.request_id, camera=command.camera, known_cameras=known)
+            return
+        self._apply(Event.for_action(command.action), targets, command.request_id, named=command.camera)
 
     # ---- the transition table's effects ----
-    def _apply(self, event: Event, request_id: str | None = None, reason: str | None = None,
-               error: Exception | None = None) -> None:
-        """Look `event` up in the transition table and carry out its effects; the state message follows."""
-        previous = self.state
-        found = transition(previous, event)
-        if found is None:
-            return
-        why = reason or found.reason
-        for effect in found.effects:
-            if not self._effect(effect, found, request_id, why):
-                return  # the effect failed and said why; the state stays
-        self.state = found.state
-        if Effect.ACKNOWLEDGE in found.effects:
-            self._emit_state(previous, previous, why, request_id, changed=False)
-        elif Effect.REJECT in found.effects:
-            return
-        elif previous is not found.state:
-            extra: dict[str, Any] = {"error": str(error)} if error else {}
-            if Effect.START_RUN in found.effects and self.current_run is not None and self.predictor is not None:
-                extra.update(source=self.current_run.source.description, model=self.predictor.info.name)
-            self._emit_state(found.state, previous, why, request_id, **extra)
+    def _apply(self, event: Event, cameras: Sequence[Camera], request_id: str | None = None,
+               reason: str | None = None, error: Exception | None = None, named: str | None = None) -> None:
+        """Look `event` up for each camera and carry out its effects; one state message answers for all.
+        `named`: the camera the event is about (a command for one camera, one camera's source)."""
+        before = self.state
+        if event is Event.START and any(camera.state is State.IDLE for camera in cameras) \
+                and not self._ensure_model(request_id):
+            cameras = [camera for camera in cameras if camera.state is not State.IDLE]  # said why already
+        outcomes: list[_Outcome] = []
+        ended: dict[str, Run] = {}
+        for camera in cameras:
+            found = transition(camera.state, event)
+            if found is None:
+                continue
+            previous = camera.state
+            applied = all(self._effect(effect, camera, found, request_id, ended) for effect in found.effects)
+            if applied:
+                camera.state = found.state
+            outcomes.append(_Outcome(camera.name, previous, camera.state, found, applied))
+        if ended:
+            self._emit_summary(ended, final=True, state=before)
+        self._reply(outcomes, before, request_id, reason, error, named)
 
-    def _effect(self, effect: Effect, found: Transition, request_id: str | None, reason: str) -> bool:
-        """Carry out one effect; False when it failed (already reported) and the transition stops."""
+    def _effect(self, effect: Effect, camera: Camera, found: Transition, request_id: str | None,
+                ended: dict[str, Run]) -> bool:
+        """Carry out one effect for `camera`; False when it failed (already reported) and the transition stops."""
         if effect is Effect.START_RUN:
-            return self._start_run(request_id)
-        if effect is Effect.RESUME_RUN:
-            self._active()[0].resume()
-        elif effect is Effect.PAUSE_RUN:
-            self._active()[0].pause(self._emit)
-        elif effect is Effect.END_RUN:
-            self._end_run()
-        elif effect is Effect.REJECT:
-            self._error(ErrorCode.INVALID_TRANSITION, found.reason, request_id, state=self.state.value)
-        elif effect is Effect.RELEASE_MODEL:
-            self._model.release()
+            return self._start_run(camera, request_id)
+        run = camera.run
+        if effect is Effect.RESUME_RUN and run is not None:
+            run.resume()
+        elif effect is Effect.PAUSE_RUN and run is not None:
+            run.pause(self._emit)
+        elif effect is Effect.END_RUN and run is not None:
+            run.close(self._emit)
+            ended[camera.name] = run
+            camera.run = None
         return True
 
-    def _start_run(self, request_id: str | None) -> bool:
-        if not self._ensure_model(request_id) or self.predictor is None:
+    def _reply(self, outcomes: Sequence[_Outcome], before: State, request_id: str | None, reason: str | None,
+               error: Exception | None, named: str | None) -> None:
+        """The one state message for an event: the component's state, and each camera's under `cameras`."""
+        applied = [o for o in outcomes if o.applied]
+        if not applied:
+            return  # nothing to do, or every effect failed and said why
+        rejected = [o for o in applied if Effect.REJECT in o.transition.effects]
+        if len(rejected) == len(applied):
+            self._error(ErrorCode.INVALID_TRANSITION, rejected[0].transition.reason, request_id,
+                        state=self.state.value, **({"camera": named} if named else {}))
+            return
+        changed = [o for o in applied if o.previous is not o.state]
+        lead = (changed or applied)[0]
+        extra: dict[str, Any] = {"camera": named} if named else {}
+        if not changed:
+            extra["changed"] = False
+        if error is not None:
+            extra["error"] = str(error)
+        started = [o for o in changed if Effect.START_RUN in o.transition.effects]
+        if started and self.predictor is not None:
+            runs = [self.cameras[o.camera].run for o in started]
+            if len(started) == 1 and runs[0] is not None:
+                extra["source"] = runs[0].source.description
+            extra["model"] = self.predictor.info.name
+        if before is State.IDLE and self.state is not State.IDLE:
+            self._last_summary = time.monotonic()
+        extra["cameras"] = self._camera_states({o.camera: o for o in outcomes})
+        self._emit_state(self.state, before, reason or lead.transition.reason, request_id, **extra)
+
+    def _camera_states(self, outcomes: dict[str, _Outcome] | None = None) -> dict[str, dict[str, Any]]:
+        states: dict[str, dict[str, Any]] = {}
+        for name, camera in self.cameras.items():
+            entry: dict[str, Any] = {"state": camera.state.value}
+            outcome = (outcomes or {}).get(name)
+            if outcome is not None:
+                entry.update(previous=outcome.previous.value, changed=outcome.previous is not outcome.state,
+                             reason=outcome.transition.reason)
+            states[name] = entry
+        return states
+
+    def _start_run(self, camera: Camera, request_id: str | None) -> bool:
+        predictor = self.predictor
+        if predictor is None:
             return False
         try:
-            source = self._source_factory(self.config.camera_id, self.config.loop_source)
+            source = self._source_factory(camera.spec.source, bool(camera.spec.loop_source))
         except (SourceError, OSError) as exc:
-            self._error(ErrorCode.SOURCE_OPEN_FAILED, str(exc), request_id, camera_id=self.config.camera_id)
+            self._error(ErrorCode.SOURCE_OPEN_FAILED, str(exc), request_id, camera=camera.name,
+                        camera_id=camera.spec.source)
             return False
-        self.current_run = Run(source, self.predictor, self.config.max_publish_rate, self._queue_source_event)
+        camera.run = Run(camera.name, source, predictor, self._source_event_handler(camera.name),
+                         on_ready=self._gatherer.notify, max_fps=camera.spec.max_fps)
         return True
 
-    def _active(self) -> tuple[Run, Predictor]:
-        """The current run and its model; only called in RUNNING or PAUSED, which always have both."""
-        run, predictor = self.current_run, self.predictor
-        if run is None or predictor is None:
-            raise RuntimeError(f"state {self.state.value} without a run and a model")
-        return run, predictor
+    def _source_event_handler(self, camera: str) -> Callable[[FrameSource, SourceEvent], None]:
+        def queue_it(source: FrameSource, event: SourceEvent) -> None:
+            self._put(_SourceEvent(camera, source, event))
 
-    def _end_run(self) -> None:
-        run = self.current_run
-        if run is None:
-            return
-        run.close(self._emit)
-        self._emit_summary(run, final=True)
-        self.current_run = None
+        return queue_it
 
-    def _queue_source_event(self, source: FrameSource, event: SourceEvent) -> None:
-        self._put(_SourceEvent(source, event))
+    def _shutdown(self, reason: str) -> None:
+        self._apply(Event.SHUTDOWN, list(self.cameras.values()), reason=reason)
+        self._model.release()
 
     # ---- running ----
     def _step(self) -> None:
-        run, predictor = self._active()
-        item = run.next_item(FEED_TIMEOUT_S)
-        if item is None:
-            return
-        if isinstance(item, FeedFailed):
-            log.error("source failed: %s", item.error)
-            self._error(ErrorCode.SOURCE_FAILED, str(item.error), camera_id=self.config.camera_id)
-            self._apply(Event.SOURCE_FAILED, error=item.error)
-        elif isinstance(item, FeedEnded):
-            self._apply(Event.SOURCE_ENDED)
-        else:
-            self._infer(run, predictor, item)
+        predictor = self.predictor
+        running = [camera for camera in self.cameras.values() if camera.state is State.RUNNING and camera.run]
+        if predictor is None or not running:
+            raise RuntimeError(f"state {self.state.value} without a model or a run")
+        runs = {camera.name: camera.run for camera in running if camera.run is not None}
+        gathered = self._gatherer.gather([(name, run.feeder) for name, run in runs.items()],
+                                         self._max_batch(predictor, len(runs)), FEED_TIMEOUT_S,
+                                         self._gather_timeout(list(runs.values())))
+        frames: list[tuple[Camera, FeedFrame]] = []
+        for item in gathered:
+            camera = self.cameras[item.camera]
+            if isinstance(item.item, FeedFailed):
+                log.error("camera %s: source failed: %s", camera.name, item.item.error)
+                self._error(ErrorCode.SOURCE_FAILED, str(item.item.error), camera=camera.name,
+                            camera_id=camera.spec.source)
+                self._apply(Event.SOURCE_FAILED, [camera], error=item.item.error, named=camera.name)
+            elif isinstance(item.item, FeedEnded):
+                self._apply(Event.SOURCE_ENDED, [camera], named=camera.name)
+            else:
+                frames.append((camera, item.item))
+        if frames:
+            self._infer(predictor, frames)
 
-    def _infer(self, run: Run, predictor: Predictor, item: FeedFrame) -> None:
+    def _max_batch(self, predictor: Predictor, running: int) -> int:
+        wanted = self.config.batch_size or running
+        return max(1, min(wanted, running, predictor.info.max_batch))
+
+    def _gather_timeout(self, runs: Sequence[Run]) -> float:
+        if self.config.batch_timeout_ms:
+            return self.config.batch_timeout_ms / 1000
+        intervals = [run.frame_interval_s for run in runs if run.frame_interval_s]
+        return min(min(intervals), MAX_GATHER_S) if intervals else AUTO_GATHER_S
+
+    def _infer(self, predictor: Predictor, frames: Sequence[tuple[Camera, FeedFrame]]) -> None:
+        runs = [camera.run for camera, _ in frames]
+        if any(run is None for run in runs):
+            raise RuntimeError("a gathered frame's camera has no run")
+        for (_, item), run in zip(frames, runs):
+            if run is not None:
+                run.note_ready(item)
         try:
-            inferred = infer_frame(predictor, item, run.fps, run.gate, self.config.publish_detections)
+            inferred = infer_frames(predictor, [item for _, item in frames],
+                                    [run.fps for run in runs if run is not None], self._gate,
+                                    self.config.publish_detections)
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the component
             log.exception("inference failed")
             cause = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
             self._error(ErrorCode.INFERENCE_FAILED, f"inference with {predictor.info.name} failed: {cause}; "
                         "the run has stopped, send start to try again", model_loc=self.config.model_loc,
-                        cause=cause)
-            self._apply(Event.INFERENCE_FAILED, error=exc)
+                        cause=cause, cameras=[camera.name for camera, _ in frames])
+            cameras = [camera for camera, _ in frames]
+            self._apply(Event.INFERENCE_FAILED, cameras, error=exc,
+                        named=cameras[0].name if len(cameras) == 1 else None)
             return
-        self._seq += 1
-        run.record(inferred)
-        if inferred.published:
-            run.publish(inferred, self._seq, self.config.frames_per_message, self.config.publish_detections,
-                        self._emit)
+        for frame, run in zip(inferred, runs):
+            if run is None:
+                continue
+            self._seq += 1
+            run.record(frame)
+            if frame.published:
+                run.publish(frame, self._seq, self.config.frames_per_message, self.config.publish_detections,
+                            self._emit)
         interval = self.config.summary_interval_s
-        if interval and inferred.done_at - run.last_summary >= interval:
-            self._emit_summary(run, final=False)
+        if interval and time.monotonic() - self._last_summary >= interval:
+            running = {name: camera.run for name, camera in self.cameras.items()
+                       if camera.run is not None and camera.state is not State.IDLE}
+            self._emit_summary(running, final=False, state=self.state)
 
     # ---- replies ----
     def _error(self, code: ErrorCode, message: str, request_id: str | None = None, **extra: Any) -> bool:
@@ -288,7 +418,8 @@ class Controller:
         self._emit(messages.error_message(code, message, request_id, **extra))
         return True
 
-    def _emit_summary(self, run: Run, final: bool) -> None:
+    def _emit_summary(self, runs: dict[str, Run], final: bool, state: State) -> None:
+        self._last_summary = time.monotonic()
         extra: dict[str, Any] = {"errors_suppressed": self._errors.suppressed_total,
                                  "commands_rejected": self.commands_rejected}
         if self._model.config is not None and not self._model.is_current(self.config):
@@ -298,8 +429,10 @@ class Controller:
                 extra.update(self._summary_extras())
             except Exception:  # noqa: BLE001 - counters from other parts must not break the summary
                 log.exception("summary extras failed")
-        self._emit(run.summary_message(self.state.value, self.predictor.info if self.predictor else None, final,
-                                       extra))
+        if len(runs) == 1 and len(self.cameras) > 1:
+            extra["camera"] = next(iter(runs))
+        self._emit(summary_message(runs, state.value, self.predictor.info if self.predictor else None, final,
+                                   extra))
 
     def _emit_state(self, state: State, previous: State, reason: str, request_id: str | None = None,
                     **extra: Any) -> None:
@@ -308,25 +441,19 @@ class Controller:
 
     # ---- live sources ----
     def _source_event(self, item: _SourceEvent) -> None:
-        run = self.current_run
-        if run is None or item.source is not run.source:
-            return  # from a source this run has already closed
+        camera = self.cameras.get(item.camera)
+        run = camera.run if camera is not None else None
+        if camera is None or run is None or item.source is not run.source:
+            return  # from a source that has been closed since
         event = item.event
+        details = dict(camera=camera.name, camera_id=camera.spec.source, state=camera.state.value, **event.details)
         if event.kind is SourceEventKind.LOST:
             run.source_outages += 1
-            self._emit(messages.status_message(StatusEvent.SOURCE_LOST, event.message,
-                                               camera_id=self.config.camera_id, state=self.state.value,
-                                               **event.details))
+            self._emit(messages.status_message(StatusEvent.SOURCE_LOST, event.message, **details))
         elif event.kind is SourceEventKind.RESTORED:
-            self._emit(messages.status_message(StatusEvent.SOURCE_RESTORED, event.message,
-                                               camera_id=self.config.camera_id, state=self.state.value,
-                                               **event.details))
+            self._emit(messages.status_message(StatusEvent.SOURCE_RESTORED, event.message, **details))
 
     # ---- the model ----
-    @property
-    def predictor(self) -> Predictor | None:
-        return self._model.predictor
-
     def _ensure_model(self, request_id: str | None = None, keep_previous: bool = False) -> bool:
         """Load the configured model unless it is loaded already; on failure publish why and return False."""
         config = self.config
@@ -358,18 +485,42 @@ class Controller:
         if not changed:
             return
         log.info("configuration changed: %s", ", ".join(changed))
+        was_running = self.state is State.RUNNING
         self.config = new
-        if self.current_run is not None:
-            self.current_run.gate = PublishGate(new.max_publish_rate)
+        if "max_publish_rate" in changed:
+            self._gate = PublishGate(new.max_publish_rate)
         if any(key in changed for key in MODEL_KEYS):
             self._swap_model(old)
         elif self.predictor is not None:
             self.predictor.settings = PostprocessSettings.from_config(new)
         if "event_topic" in changed and self._on_input_topic is not None:
             self._on_input_topic(new.event_topic)
-        if any(key in changed for key in SOURCE_KEYS) and self.state is not State.IDLE:
-            self._restart_source()
-        self._emit(messages.status_message(StatusEvent.CONFIG_APPLIED, "configuration updated", changed=changed))
+        cameras = self._update_cameras(new.camera_specs(), was_running)
+        self._emit(messages.status_message(StatusEvent.CONFIG_APPLIED, "configuration updated", changed=changed,
+                                           **{key: names for key, names in cameras.items() if names}))
+
+    def _update_cameras(self, specs: dict[str, CameraSpec], was_running: bool) -> dict[str, list[str]]:
+        """Cameras added, removed or changed by a configuration update; the others are left alone.
+        A camera added while the component runs starts at once."""
+        removed = [name for name in self.cameras if name not in specs]
+        for name in removed:
+            camera = self.cameras[name]
+            if camera.state is not State.IDLE:
+                self._apply(Event.CAMERA_REMOVED, [camera], named=name)
+            del self.cameras[name]
+        changed = [name for name, spec in specs.items() if name in self.cameras and self.cameras[name].spec != spec]
+        for name in changed:
+            camera = self.cameras[name]
+            camera.spec = specs[name]
+            if camera.run is not None:
+                self._restart_source(camera)
+        added = [name for name in specs if name not in self.cameras]
+        for name in added:
+            self.cameras[name] = Camera(specs[name])
+        if was_running and added:
+            self._apply(Event.START, [self.cameras[name] for name in added], reason="camera added",
+                        named=added[0] if len(added) == 1 else None)
+        return {"cameras_added": added, "cameras_removed": removed, "cameras_changed": changed}
 
     def _swap_model(self, old_config: Config) -> None:
         """Load the newly configured model between frames. During a run the old model keeps running
@@ -377,9 +528,11 @@ class Controller:
         running = self.state is not State.IDLE
         previous = self.predictor
         if self._ensure_model(keep_previous=running):
-            if self.current_run is not None and self.predictor is not previous:
+            if self.predictor is not previous:
                 # Frames already prepared for the old input size must be prepared again.
-                self._restart_source()
+                for camera in list(self.cameras.values()):
+                    if camera.run is not None:
+                        self._restart_source(camera)
             return
         if running and previous is not None:
             self._emit(messages.status_message(
@@ -388,14 +541,16 @@ class Controller:
                 running_model=previous.info.name, running_model_loc=old_config.model_loc,
                 configured_model_loc=self.config.model_loc))
 
-    def _restart_source(self) -> None:
-        run, predictor = self._active()
+    def _restart_source(self, camera: Camera) -> None:
+        run, predictor = camera.run, self.predictor
+        if run is None or predictor is None:
+            return
         run.feeder.stop()  # first: a camera cannot be opened twice
         try:
-            source = self._source_factory(self.config.camera_id, self.config.loop_source)
+            source = self._source_factory(camera.spec.source, bool(camera.spec.loop_source))
         except (SourceError, OSError) as exc:
-            self._error(ErrorCode.SOURCE_OPEN_FAILED, str(exc), camera_id=self.config.camera_id)
-            self._apply(Event.SOURCE_REOPEN_FAILED, error=exc)
+            self._error(ErrorCode.SOURCE_OPEN_FAILED, str(exc), camera=camera.name, camera_id=camera.spec.source)
+            self._apply(Event.SOURCE_REOPEN_FAILED, [camera], error=exc, named=camera.name)
             return
-        run.replace_source(source, predictor, self._queue_source_event, paused=self.state is State.PAUSED)
-
+        run.replace_source(source, predictor, self._source_event_handler(camera.name),
+                           paused=camera.state is State.PAUSED)

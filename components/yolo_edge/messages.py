@@ -65,18 +65,22 @@ def classes_list(result: Classification, info: ModelInfo) -> list[dict[str, Any]
 def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[int, int],
                   result: Detections | Classification, preprocess_ms: float, inference_ms: float,
                   postprocess_ms: float, fps: float, frame_age_ms: float | None = None,
-                  include_detections: bool = True) -> dict[str, Any]:
+                  include_detections: bool = True, camera: str | None = None, batch_size: int = 1,
+                  gather_wait_ms: float | None = None) -> dict[str, Any]:
     """One inferred frame. A segmentation result whose detections are included must be finished
     (`Prediction.finish()` makes its polygons), so none is ever published unfinished."""
     if include_detections and isinstance(result, Detections) and not result.finished:
         raise ValueError("a frame message with detections needs the segmentation polygons made first "
                          "(Prediction.finish())")
+    named = {"camera": camera} if camera is not None else {}
     message = _envelope(
-        "frame", seq=seq, source=source, frame_shape=list(frame_shape), model=model_block(info),
+        "frame", seq=seq, **named, source=source, frame_shape=list(frame_shape), model=model_block(info),
         latency_ms={"preprocess": _r(preprocess_ms), "inference": _r(inference_ms),
                     "postprocess": _r(postprocess_ms),
                     "total": _r(preprocess_ms + inference_ms + postprocess_ms)},
-        fps=_r(fps, 2))
+        fps=_r(fps, 2), batch_size=batch_size)
+    if gather_wait_ms is not None:
+        message["gather_wait_ms"] = _r(gather_wait_ms, 2)
     if frame_age_ms is not None:
         message["frame_age_ms"] = _r(frame_age_ms, 1)
     if isinstance(result, Classification):

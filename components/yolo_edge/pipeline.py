@@ -52,6 +52,7 @@ class FeedFrame:
     prepared: Prepared
     index: int
     captured_at: float  # time.monotonic() when the frame was read from the device or file
+    ready_at: float = 0.0  # time.monotonic() when it was prepared and queued for inference
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,14 @@ class FrameFeeder:
 
     def __init__(self, source: FrameSource, prepare: Callable[[np.ndarray, dict], Prepared],
                  depth: int | None = None, on_source_event: Callable[[SourceEvent], None] | None = None,
-                 policy: DropPolicy | None = None) -> None:
+                 policy: DropPolicy | None = None, on_ready: Callable[[], None] | None = None,
+                 max_fps: float = 0.0) -> None:
+        """`on_ready` is called (on the feeder thread, holding no lock) after each item is queued;
+        `max_fps` > 0 takes at most that many frames a second from the source (a live source's
+        frames in between are skipped and counted by the source)."""
         self.source = source
+        self._on_ready = on_ready
+        self._min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
         self.policy = policy or DropPolicy.for_source(source)
         self._prepare = prepare
         self._depth = depth or self.policy.depth
@@ -133,6 +140,15 @@ class FrameFeeder:
             self._cond.notify_all()
             return item
 
+    def poll(self) -> FeedItem | None:
+        """The next item if one is queued, else None at once."""
+        with self._cond:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
     def wake(self) -> None:
         """Make a waiting (or the next) `get()` return None at once."""
         with self._cond:
@@ -170,11 +186,21 @@ class FrameFeeder:
                 return True
             self._items.append(item)
             self._cond.notify_all()
-            return True
+        if self._on_ready is not None:
+            self._on_ready()
+        return True
 
     def _wait_unpaused(self) -> bool:
         with self._cond:
             self._cond.wait_for(lambda: not self._paused or not self._running)
+            return self._running
+
+    def _wait_for_turn(self, last_read: float) -> bool:
+        """`max_fps`: wait until a frame interval has passed since the last read; False once stopped."""
+        due = last_read + self._min_interval
+        with self._cond:
+            while self._running and time.monotonic() < due:
+                self._cond.wait(due - time.monotonic())  # stop() notifies
             return self._running
 
     def _wait_for_room(self) -> bool:
@@ -186,7 +212,12 @@ class FrameFeeder:
     def _run(self) -> None:
         index = 0
         latest_only = self.policy is DropPolicy.LATEST
+        last_read = float("-inf")
         while self._wait_unpaused() and (not latest_only or self._wait_for_room()):
+            if self._min_interval:
+                if not self._wait_for_turn(last_read):
+                    return
+                last_read = time.monotonic()
             try:
                 frame = self.source.read()
             except Exception as exc:  # noqa: BLE001 - any source failure is reported, not raised
@@ -202,6 +233,6 @@ class FrameFeeder:
             except Exception as exc:  # noqa: BLE001
                 self._push(FeedFailed(exc))
                 return
-            if not self._push(FeedFrame(prepared, index, captured_at)):
+            if not self._push(FeedFrame(prepared, index, captured_at, time.monotonic())):
                 return
             index += 1

@@ -1,8 +1,9 @@
-"""The component's states and what moves it between them, as one table: (state, event) → (state, effects).
+"""A camera's states and what moves it between them, as one table: (state, event) → (state, effects).
 
-Pure data and one lookup: no threads, no I/O. The controller looks up each event here and carries out
-the effects in order; an effect that fails (a model or source that cannot be opened at start) leaves
-the state where it was, which the controller handles (see `Controller._apply`).
+Every camera has its own state; a command without a camera name is looked up for each camera. Pure
+data and one lookup: no threads, no I/O. The controller looks up each event here and carries out
+the effects in order; an effect that fails (a source that cannot be opened at start) leaves the
+state where it was, which the controller handles (see `Controller._apply`).
 
     idle ──start──▶ running ──pause──▶ paused
       ▲               │  ▲──start (resume)──┘│
@@ -32,6 +33,7 @@ class Event(str, Enum):
     SOURCE_REOPEN_FAILED = "source could not be opened"
     INFERENCE_FAILED = "inference failed"
     INTERNAL_ERROR = "internal error"
+    CAMERA_REMOVED = "camera removed"
     SHUTDOWN = "shutdown"
 
     @classmethod
@@ -46,7 +48,6 @@ class Effect(Enum):
     END_RUN = "stop the feeder, close the source, flush batched frames, publish the final summary"
     ACKNOWLEDGE = "reply with the state, changed: false"
     REJECT = "reply with an invalid_transition error"
-    RELEASE_MODEL = "close the loaded model"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Transition:
 _ACTIVE = (State.RUNNING, State.PAUSED)
 # Events that end a run whatever it was doing; the reason is the event's own text.
 _RUN_ENDERS = (Event.SOURCE_ENDED, Event.SOURCE_FAILED, Event.SOURCE_REOPEN_FAILED, Event.INFERENCE_FAILED,
-               Event.INTERNAL_ERROR)
+               Event.INTERNAL_ERROR, Event.CAMERA_REMOVED)
 
 
 def _table() -> dict[tuple[State, Event], Transition]:
@@ -72,11 +73,11 @@ def _table() -> dict[tuple[State, Event], Transition]:
         (State.RUNNING, Event.PAUSE): Transition(State.PAUSED, (Effect.PAUSE_RUN,), "pause command"),
         (State.PAUSED, Event.PAUSE): Transition(State.PAUSED, (Effect.ACKNOWLEDGE,), "already paused"),
         (State.IDLE, Event.STOP): Transition(State.IDLE, (Effect.ACKNOWLEDGE,), "already idle"),
-        (State.IDLE, Event.SHUTDOWN): Transition(State.IDLE, (Effect.RELEASE_MODEL,), "shutdown"),
     }
+    # A shutdown ends every camera's run; the controller then releases the model, which they share.
     for state in _ACTIVE:
         table[(state, Event.STOP)] = Transition(State.IDLE, (Effect.END_RUN,), "stop command")
-        table[(state, Event.SHUTDOWN)] = Transition(State.IDLE, (Effect.END_RUN, Effect.RELEASE_MODEL), "shutdown")
+        table[(state, Event.SHUTDOWN)] = Transition(State.IDLE, (Effect.END_RUN,), "shutdown")
         for event in _RUN_ENDERS:
             table[(state, event)] = Transition(State.IDLE, (Effect.END_RUN,), event.value)
     return table
