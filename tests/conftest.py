@@ -48,11 +48,19 @@ def asset_images() -> list[Path]:
     return images
 
 
-def _cached_model(task: str, size: str, fmt: str, class_bias: float | None) -> Path:
+def _format_key(fmt: str, dynamic: bool) -> str:
+    """The format part of a cache key: a dynamic export is its own recipe; a fixed one keeps the key it
+    always had, so models already cached are reused."""
+    return f"{fmt}-dynamic" if dynamic else fmt
+
+
+def _cached_model(task: str, size: str, fmt: str, class_bias: float | None, dynamic: bool = False) -> Path:
     """The newest cached model of this recipe, built by any Ultralytics version (device Pythons have none)."""
-    done = sorted(MODEL_CACHE.glob(f"v2-*-{task}-{size}-{fmt}-{class_bias}/DONE"), key=lambda p: p.stat().st_mtime)
+    pattern = f"v2-*-{task}-{size}-{_format_key(fmt, dynamic)}-{class_bias}/DONE"
+    done = sorted(MODEL_CACHE.glob(pattern), key=lambda p: p.stat().st_mtime)
     if not done:
-        pytest.fail(f"no cached {task} {size} {fmt} model and no Ultralytics to build one: {NEEDS_FULL_RUN}")
+        kind = f"{fmt} (dynamic)" if dynamic else fmt
+        pytest.fail(f"no cached {task} {size} {kind} model and no Ultralytics to build one: {NEEDS_FULL_RUN}")
     return Path(done[-1].read_text().strip())
 
 
@@ -64,22 +72,23 @@ def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (480, 640),
 
 @pytest.fixture(scope="session")
 def random_model() -> Callable[..., Path]:
-    """random_model(task="detect", imgsz=640, fmt="onnx", class_bias=-3.0) -> cached model file.
+    """random_model(task="detect", imgsz=640, fmt="onnx", class_bias=-3.0, dynamic=False) -> cached model file.
 
     Models are built from Ultralytics' bundled YAMLs with random weights (fixed seed, batch-norm
     calibrated on real images so outputs depend on the image; see yolo_edge_tools.modelgen) and exported
     for real; they are cached across runs, keyed by the Ultralytics version and the recipe below.
+    `dynamic` exports with a symbolic batch, height and width (batches of any size, other input sizes).
     """
     def get(task: str = "detect", imgsz: int | tuple[int, int] = 640, fmt: str = "onnx",
-            class_bias: float | None = -3.0) -> Path:
+            class_bias: float | None = -3.0, dynamic: bool = False) -> Path:
         size = imgsz if isinstance(imgsz, int) else f"{imgsz[0]}x{imgsz[1]}"
         if not HAVE_ULTRALYTICS:
-            return _cached_model(task, str(size), fmt, class_bias)
+            return _cached_model(task, str(size), fmt, class_bias, dynamic)
         import ultralytics
 
         from yolo_edge_tools.modelgen import make_random_model
 
-        key = f"v2-{ultralytics.__version__}-{task}-{size}-{fmt}-{class_bias}"
+        key = f"v2-{ultralytics.__version__}-{task}-{size}-{_format_key(fmt, dynamic)}-{class_bias}"
         directory = MODEL_CACHE / key
         done = directory / "DONE"
         if done.exists():
@@ -87,7 +96,7 @@ def random_model() -> Callable[..., Path]:
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         path = make_random_model(directory, task, imgsz if isinstance(imgsz, int) else tuple(imgsz), fmt,
-                                 class_bias=class_bias)
+                                 class_bias=class_bias, dynamic=dynamic)
         done.write_text(str(path))
         return path
 

@@ -7,11 +7,14 @@ real results:
   is real page-locked-style memory at real addresses), streams whose operations run only when the
   stream is synchronised, and a log of every call.
 - A copy or an engine execution checks that each address is one the backend allocated and that the
-  buffer size is exactly shape x dtype size. Host destinations are poisoned (0xFF bytes) when a
+  buffer holds at least shape x dtype size (a buffer sized for the largest batch serves smaller ones,
+  as on a real GPU); the log records the bytes each copy moved. Host destinations are poisoned (0xFF bytes) when a
   device-to-host copy is queued, so results read before the stream is synchronised are NaN.
 - A fake engine is a small JSON spec naming a real ONNX model: executing it reads the input bytes from
   "device" memory, runs the model with ONNX Runtime on the CPU and writes the real outputs back, in the
-  engine's dtypes (float16 I/O included).
+  engine's dtypes (float16 I/O included). A dynamic engine has an optimisation profile (min, opt, max
+  input shapes, batch included) and takes any input shape within it; its declared input shape may fix
+  some dimensions (e.g. (-1, 3, 320, 320): dynamic batch only), which then must match.
 
 `install(monkeypatch, ...)` puts the fakes into sys.modules (hiding any real cuda/pycuda/tensorrt).
 """
@@ -95,9 +98,9 @@ class FakeGpu:
         memory = self.device_memory.get(int(address))
         if memory is None:
             raise FakeCudaError(f"{what}: {int(address):#x} is not an allocated device buffer")
-        if len(memory) != nbytes:
+        if len(memory) < nbytes:
             raise FakeCudaError(f"{what}: device buffer {int(address):#x} holds {len(memory)} bytes, "
-                                f"expected exactly {nbytes}")
+                                f"{nbytes} needed")
         return memory
 
     # page-locked host memory
@@ -138,7 +141,10 @@ class FakeGpu:
         self.log.append(("h2d", int(device_address), nbytes))
 
         def run() -> None:
-            memory[:] = read_host()
+            data = read_host()
+            if len(data) != nbytes:
+                raise FakeCudaError(f"host-to-device copy read {len(data)} bytes, {nbytes} were queued")
+            memory[:nbytes] = data
 
         stream.enqueue(run)
 
@@ -148,7 +154,7 @@ class FakeGpu:
         ctypes.memset(host_address, 0xFF, nbytes)  # undefined until the stream is synchronised
 
         def run() -> None:
-            ctypes.memmove(host_address, bytes(memory), nbytes)
+            ctypes.memmove(host_address, bytes(memory[:nbytes]), nbytes)
 
         stream.enqueue(run)
 
@@ -437,11 +443,16 @@ class FakeEngine:
         self.names = [self.input_name, *self.output_names]
         self.dtypes = {self.input_name: spec.get("input_dtype", "float32")}
         self.dtypes.update({n: spec.get("output_dtype", "float32") for n in self.output_names})
+        declared = spec.get("input_shape")
         if spec.get("dynamic"):
-            self.shapes = {self.input_name: (-1, 3, -1, -1)}
+            self.shapes = {self.input_name: tuple(declared or (-1, 3, -1, -1))}
             self.profile = tuple(tuple(s) for s in spec["profile"])
             self.shapes.update({o.name: tuple(d if isinstance(d, int) else -1 for d in o.shape)
                                 for o in self.session.get_outputs()})
+        elif declared:  # a fixed shape other than the ONNX model's own (a dynamic ONNX model's at one size)
+            self.shapes = {self.input_name: tuple(declared)}
+            self.profile = None
+            self.shapes.update(self.output_shapes_for(tuple(declared)))
         else:
             self.shapes = {self.input_name: tuple(model_input.shape)}
             self.profile = None
@@ -450,6 +461,20 @@ class FakeEngine:
 
     def is_input(self, name: str) -> bool:
         return name == self.input_name
+
+    def output_shapes_for(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """What the model's outputs measure for an input of `input_shape` (it is run once to see)."""
+        probe = self.session.run(None, {self.input_name: np.zeros(input_shape, np.float32)})
+        return {name: tuple(out.shape) for name, out in zip(self.output_names, probe)}
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """An input shape within the optimisation profile that keeps every declared (fixed) dimension."""
+        if self.profile is None:
+            return shape == self.shapes[self.input_name]
+        low, _, high = self.profile
+        declared = self.shapes[self.input_name]
+        return (len(shape) == 4 and all(lo <= d <= hi for lo, d, hi in zip(low, shape, high))
+                and all(want in (-1, d) for want, d in zip(declared, shape)))
 
     def trt_dtype(self, name: str) -> DataType:
         return _TRT_TYPES[self.dtypes[name]]
@@ -472,14 +497,11 @@ class FakeContext:
         engine = self.engine
         shape = tuple(int(d) for d in shape)
         self.input_shapes_set.append(shape)
-        if engine.profile is None:
-            return shape == engine.shapes[engine.input_name]
-        low, _, high = engine.profile
-        if len(shape) != 4 or not all(lo <= d <= hi for lo, d, hi in zip(low, shape, high)):
+        if not engine.accepts(shape):
             return False
-        self.shapes[engine.input_name] = shape
-        probe = engine.session.run(None, {engine.input_name: np.zeros(shape, np.float32)})
-        self.shapes.update({name: tuple(out.shape) for name, out in zip(engine.output_names, probe)})
+        if engine.profile is not None:
+            self.shapes[engine.input_name] = shape
+            self.shapes.update(engine.output_shapes_for(shape))
         return True
 
     def _execute(self, addresses: dict[str, int], stream_handle: int) -> bool:
@@ -487,24 +509,30 @@ class FakeContext:
         if not isinstance(stream_handle, int):
             raise FakeCudaError(f"stream handle must be an int, got {type(stream_handle).__name__}")
         stream = gpu.stream(stream_handle)
-        buffers = {}
+        buffers, sizes = {}, {}
         for name in engine.names:
             shape = self.shapes[name]
             if -1 in shape:
                 raise FakeCudaError(f"execute with unresolved shape {shape} for {name!r}")
             if name not in addresses:
                 raise FakeCudaError(f"execute without an address for tensor {name!r}")
-            nbytes = int(np.prod(shape)) * np.dtype(engine.dtypes[name]).itemsize
-            buffers[name] = gpu.device_buffer(addresses[name], nbytes, f"engine tensor {name!r}")
+            sizes[name] = int(np.prod(shape)) * np.dtype(engine.dtypes[name]).itemsize
+            buffers[name] = gpu.device_buffer(addresses[name], sizes[name], f"engine tensor {name!r}")
         self.executions += 1
-        gpu.log.append(("execute", stream_handle))
+        input_shape = self.shapes[engine.input_name]
+        gpu.log.append(("execute", stream_handle, input_shape))
 
         def run() -> None:
             name = engine.input_name
-            tensor = np.frombuffer(bytes(buffers[name]), engine.dtypes[name]).reshape(self.shapes[name])
+            data = bytes(buffers[name][:sizes[name]])
+            tensor = np.frombuffer(data, engine.dtypes[name]).reshape(input_shape)
             outputs = engine.session.run(engine.output_names, {name: tensor.astype(np.float32)})
             for out_name, value in zip(engine.output_names, outputs):
-                buffers[out_name][:] = value.astype(engine.dtypes[out_name]).tobytes()
+                written = value.astype(engine.dtypes[out_name]).tobytes()
+                if len(written) != sizes[out_name]:
+                    raise FakeCudaError(f"output {out_name!r} has {len(written)} bytes, its shape "
+                                        f"{self.shapes[out_name]} says {sizes[out_name]}")
+                buffers[out_name][:len(written)] = written
 
         stream.enqueue(run)
         return True
@@ -675,10 +703,14 @@ def ultralytics_header(onnx_path: str | Path) -> dict[str, Any]:
 
 def write_engine(path: str | Path, onnx_path: str | Path, version: str, header: dict | None = None,
                  input_dtype: str = "float32", output_dtype: str = "float32", dynamic: bool = False,
-                 profile: tuple | None = None) -> Path:
-    """A fake engine file, with an Ultralytics-style metadata header when `header` is given."""
+                 profile: tuple | None = None, input_shape: tuple | None = None) -> Path:
+    """A fake engine file, with an Ultralytics-style metadata header when `header` is given.
+
+    `dynamic` engines take the input shapes `profile` (min, opt, max) allows; `input_shape` is the
+    input shape the engine declares (-1 for a dynamic dimension), by default the ONNX model's own (a
+    fixed engine) or (-1, 3, -1, -1) (a dynamic one)."""
     spec = {"version": version, "onnx": str(onnx_path), "input_dtype": input_dtype,
-            "output_dtype": output_dtype, "dynamic": dynamic, "profile": profile}
+            "output_dtype": output_dtype, "dynamic": dynamic, "profile": profile, "input_shape": input_shape}
     payload = ENGINE_MAGIC + json.dumps(spec).encode()
     path = Path(path)
     with path.open("wb") as out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,8 +45,9 @@ class Prepared:
 class Prediction:
     result: processing.Detections | processing.Classification
     preprocess_ms: float
-    inference_ms: float
+    inference_ms: float  # the whole batch's inference when the frame was inferred in one
     postprocess_ms: float
+    batch_size: int = 1  # frames inferred in the one call with this frame (itself included)
 
     @property
     def total_ms(self) -> float:
@@ -117,6 +118,43 @@ class Predictor:
         done = time.perf_counter()
         return Prediction(result, prepared.preprocess_ms, (inferred - start) * 1000, (done - inferred) * 1000)
 
+    def infer_batch(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        """`infer_and_decode` of every frame, one Prediction per frame in order, with frames of one tensor
+        shape inferred together in calls of at most `info.max_batch` frames. Each frame keeps its own
+        pre- and post-processing time; its `inference_ms` is its whole batch's (not a share of it), and
+        `batch_size` says how many frames that batch had. Frames staged for the device frame path, and
+        every frame of a model that takes one frame at a time, run one by one."""
+        frames = list(prepared)
+        if self.info.max_batch <= 1 or len(frames) <= 1:
+            return [self.infer_and_decode(frame) for frame in frames]
+        predictions: dict[int, Prediction] = {}
+        for chunk in _batches(frames, self.info.max_batch):
+            if len(chunk) == 1:
+                predictions[chunk[0]] = self.infer_and_decode(frames[chunk[0]])
+            else:
+                predictions.update(zip(chunk, self._infer_together([frames[i] for i in chunk])))
+        return [predictions[i] for i in range(len(frames))]
+
+    def _infer_together(self, frames: list[Prepared]) -> list[Prediction]:
+        """Host-prepared frames of one tensor shape in one `backend.infer` call, decoded frame by frame."""
+        tensors = [frame.tensor for frame in frames if isinstance(frame.tensor, np.ndarray)]
+        if len(tensors) != len(frames):
+            raise TypeError("a batch takes host-prepared tensors only")
+        start = time.perf_counter()
+        outputs = self.backend.infer(np.concatenate(tensors))
+        inference_ms = (time.perf_counter() - start) * 1000
+        wrong = [o.shape for o in outputs if o.shape[:1] != (len(frames),)]
+        if wrong:
+            raise ValueError(f"{self.info.name}: a batch of {len(frames)} frames gave outputs of shapes {wrong}, "
+                             f"expected {len(frames)} rows each")
+        predictions = []
+        for row, frame in enumerate(frames):
+            decode_start = time.perf_counter()
+            result = self.decode([o[row:row + 1] for o in outputs], frame.geometry)
+            postprocess_ms = (time.perf_counter() - decode_start) * 1000
+            predictions.append(Prediction(result, frame.preprocess_ms, inference_ms, postprocess_ms, len(frames)))
+        return predictions
+
     def _abandon_device_frames(self, error: Exception) -> None:
         """The GPU frame path failed: run on the host path (numpy pre/post-processing, eager network)
         from now on, once; a failure there is the caller's to report."""
@@ -161,6 +199,18 @@ class Predictor:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _batches(frames: Sequence[Prepared], max_batch: int) -> list[list[int]]:
+    """Indices of `frames` in the groups they can be inferred in: host tensors of one shape and dtype
+    together (in order, at most `max_batch` a group), every staged frame alone."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for index, frame in enumerate(frames):
+        tensor = frame.tensor
+        key: tuple[object, ...] = ((tensor.shape, tensor.dtype.str) if isinstance(tensor, np.ndarray)
+                                   else ("staged", index))
+        groups.setdefault(key, []).append(index)
+    return [group[start:start + max_batch] for group in groups.values() for start in range(0, len(group), max_batch)]
 
 
 MODEL_DIR_VARIABLE = "YOLO_EDGE_MODEL_DIR"

@@ -15,6 +15,7 @@ from fake_tensorrt import install, ultralytics_header, write_engine
 
 from yolo_edge import processing
 from yolo_edge.backends import BackendOptions, load_backend
+from yolo_edge.backends.base import MAX_BATCH
 from yolo_edge.cli import main
 from yolo_edge.predictor import PostprocessSettings, Predictor
 
@@ -111,11 +112,15 @@ def test_dynamic_export_prints_shape_ranges(tmp_path, checkpoint, capsys):
     assert main(["export", str(checkpoint), "--format", "onnx", "--imgsz", "480,640", "--dynamic", "--batch", "4",
                  "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "--minShapes=images:1x3x32x32 --optShapes=images:1x3x480x640 --maxShapes=images:4x3x480x640" in printed
+    # The profile's opt batch is N (it was 1 while frames were inferred one at a time): several cameras'
+    # frames are now inferred as one batch of up to N, and min batch 1 still takes a frame alone.
+    assert "--minShapes=images:1x3x32x32 --optShapes=images:4x3x480x640 --maxShapes=images:4x3x480x640" in printed
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].dim_value  # symbolic batch
     assert not dims[2].dim_value and not dims[3].dim_value  # symbolic height and width
     backend = load_backend(out, BackendOptions(input_size=(256, 320)))
     assert backend.info.input_shape == (256, 320)
+    assert backend.info.max_batch == MAX_BATCH
     assert len(Predictor(backend, PostprocessSettings()).predict(frame()).result) > 0
 
 

@@ -82,7 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--half", action="store_true", help="FP16 weights (onnx, engine)")
     parser.add_argument("--dynamic", action="store_true", help="accept other input sizes at run time")
     parser.add_argument("--batch", default="1", metavar="N",
-                        help="batch size (the largest batch with --dynamic; default: %(default)s)")
+                        help="the most frames inferred in one call: with several cameras, one frame per camera "
+                             "(above 1 it needs --dynamic: the model then takes batches of 1 to N, and the "
+                             "trtexec line printed builds an engine for them; default: %(default)s)")
     parser.add_argument("--output", metavar="PATH", help="where to write the model (default: beside MODEL, or "
                                                          "in the current folder for a .yaml)")
     parser.add_argument("--calibration", metavar="VIDEO", help="onnx-int8: a video file or image folder whose "
@@ -160,9 +162,10 @@ def validate(args: argparse.Namespace) -> ExportRequest:
     imgsz = parse_imgsz(args.imgsz) if args.imgsz is not None else (640, 640)
     batch = _positive_int("--batch", args.batch)
     if batch > 1 and not args.dynamic:
-        raise UsageError("--batch", args.batch, "a fixed batch above 1 gives a model yolo-edge cannot run (it infers "
-                                                "one frame at a time); add --dynamic to allow batches up to "
-                                                f"{batch}")
+        raise UsageError("--batch", args.batch, "a fixed batch above 1 gives a model yolo-edge cannot run (with "
+                                                "several cameras it infers the frames ready together, 1 up to "
+                                                "one per camera, so the model must take any batch up to its "
+                                                f"largest); add --dynamic to allow batches of 1 to {batch}")
     if args.half and args.format == "onnx-int8":
         raise UsageError("--half", True, "cannot be combined with --format onnx-int8 (INT8 replaces FP16)")
     calibration = Path(args.calibration) if args.calibration else None
@@ -376,8 +379,10 @@ def trtexec_command(onnx_path: Path, engine: Path | None = None, imgsz: tuple[in
     parts = ["trtexec", f"--onnx={_shown(onnx_path)}", f"--saveEngine={_shown(engine)}", "--fp16"]
     if dynamic and imgsz:
         h, w = imgsz
-        # yolo-edge infers one frame at a time, so the profile is tuned for batch 1.
-        parts += [f"--minShapes=images:1x3x{STRIDE}x{STRIDE}", f"--optShapes=images:1x3x{h}x{w}",
+        # With several cameras the frames ready together are inferred as one batch of 1 to `batch`
+        # (one per camera); the profile is tuned for the full batch, the steady state with every camera
+        # running, and still takes a single frame (batch 1) when only one is ready.
+        parts += [f"--minShapes=images:1x3x{STRIDE}x{STRIDE}", f"--optShapes=images:{batch}x3x{h}x{w}",
                   f"--maxShapes=images:{batch}x3x{h}x{w}"]
     return " ".join(parts)
 

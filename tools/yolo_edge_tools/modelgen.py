@@ -136,8 +136,15 @@ def export_model(checkpoint: str | Path, fmt: str = "onnx", imgsz: int | tuple[i
 
 
 def make_random_model(directory: str | Path, task: str = "detect", imgsz: int | tuple[int, int] = 640,
-                      fmt: str = "onnx", seed: int = 0, class_bias: float | None = -3.0) -> Path:
-    """Build, save and export a random-weights YOLOv8n for `task`; returns the exported file."""
+                      fmt: str = "onnx", seed: int = 0, class_bias: float | None = -3.0,
+                      dynamic: bool = False) -> Path:
+    """Build, save and export a random-weights YOLOv8n for `task`; returns the exported file.
+
+    `dynamic` exports with a symbolic batch, height and width (Ultralytics' dynamic=True): the model
+    takes batches of any size and other input sizes; `imgsz` is then the size it records as exported.
+    """
+    if dynamic and fmt == "pt":
+        raise ValueError("dynamic applies to an export; a .pt checkpoint takes any batch and size anyway")
     directory = Path(directory)
     stem = Path(ARCHITECTURES[task]).stem
     checkpoint = save_checkpoint(build_model(ARCHITECTURES[task], seed, class_bias), directory / f"{stem}.pt")
@@ -145,4 +152,6 @@ def make_random_model(directory: str | Path, task: str = "detect", imgsz: int | 
         return checkpoint
     size = imgsz if isinstance(imgsz, int) else (imgsz[0], imgsz[1])
     suffix = f"{size}" if isinstance(size, int) else f"{size[0]}x{size[1]}"
+    if dynamic:
+        return export_model(checkpoint, fmt, size, directory / f"{stem}-{suffix}-dynamic.{fmt}", dynamic=True)
     return export_model(checkpoint, fmt, size, directory / f"{stem}-{suffix}.{fmt}")

@@ -17,6 +17,9 @@ SUPPORTED_TASKS = ("detect", "segment", "classify")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 InputSize = Tuple[int, int]  # (height, width)
+# The most frames one inference call takes from a model that accepts any batch size (ONNX with a symbolic
+# batch dimension, PyTorch); the configuration's batch_size has the same ceiling.
+MAX_BATCH = 64
 
 
 class ModelLoadError(RuntimeError):
@@ -113,6 +116,7 @@ class ModelInfo:
     stride: int = 32
     input_dtype: str = "float32"
     dynamic: bool = False  # the model accepts other input sizes
+    max_batch: int = 1  # the most frames `Backend.infer` takes in one call (1: one frame at a time)
 
     @property
     def num_classes(self) -> int:
@@ -150,7 +154,8 @@ class DeviceFrames(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One runtime. `infer` takes a (1, 3, H, W) tensor and returns the model's raw outputs."""
+    """One runtime. `infer` takes a (N, 3, H, W) tensor, 1 <= N <= `info.max_batch`, and returns the
+    model's raw outputs, N rows each."""
 
     info: ModelInfo
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .base import (
+    MAX_BATCH,
     Backend,
     BackendOptions,
     DeviceFrames,
@@ -95,7 +96,8 @@ class OnnxBackend:
             name=path.name, format="onnx", runtime=f"onnxruntime {ort.__version__} ({active})",
             device="cpu" if active == "CPUExecutionProvider" else "cuda", task=task,
             input_shape=(int(input_shape[0]), int(input_shape[1])), names=names,
-            stride=int(meta.get("stride", 32)), input_dtype=str(self.input_dtype), dynamic=not fixed)
+            stride=int(meta.get("stride", 32)), input_dtype=str(self.input_dtype), dynamic=not fixed,
+            max_batch=_max_batch(shape[0]))
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         if tensor.dtype != self.input_dtype:
@@ -122,6 +124,12 @@ def _input_shape(shape: list[int | str | None], meta: dict[str, Any], configured
     if meta.get("dynamic") is False and exported is not None:
         return exported
     return configured
+
+
+def _max_batch(batch_dim: int | str | None) -> int:
+    """MAX_BATCH for a symbolic batch dimension; else 1. A fixed batch above 1 cannot take a single frame:
+    such a model keeps max_batch 1 and fails on its first frame, as it always did."""
+    return 1 if isinstance(batch_dim, int) else MAX_BATCH
 
 
 def load(path: Path, request: BackendOptions) -> Backend:

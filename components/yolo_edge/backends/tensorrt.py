@@ -31,6 +31,7 @@ from typing import Any, Protocol, Union
 import numpy as np
 
 from .base import (
+    MAX_BATCH,
     Backend,
     BackendOptions,
     DeviceFrames,
@@ -535,32 +536,35 @@ class TensorRTBackend:
             raise ModelLoadError(str(path), f"expected one input and at least one output, the engine has "
                                             f"{len(inputs)} input(s) and {len(self.outputs)} output(s)")
         self.input = inputs[0]
+        self.input_dims = self.input.shape  # as the engine declares them: -1 for a dynamic dimension
         if self.input.dtype not in (np.float32, np.float16):
             raise ModelLoadError(str(path), f"input {self.input.name!r} is {self.input.dtype}; only float32 and "
                                             "float16 inputs are supported")
-        dynamic = -1 in self.input.shape
-        if dynamic:
+        shape_to_set = -1 in self.input.shape
+        max_batch = batch_limit(self.input)
+        if shape_to_set:
             self._set_dynamic_input_shape(path, options.input_size)
         for tensor in tensors:
-            tensor.shape = self.api.resolved_shape(self.context, tensor) if dynamic else tensor.shape
-            if -1 in tensor.shape or len(tensor.shape) == 0:
-                raise ModelLoadError(str(path), f"tensor {tensor.name!r} has unresolved shape {tensor.shape}; "
-                                                "data-dependent output shapes are not supported")
+            tensor.shape = self._resolved(path, tensor) if shape_to_set else tensor.shape
         _, _, height, width = self._check_input_layout(path)
+        self._batch = 1  # the batch size the context's input shape is set for
+        # Buffers hold the largest batch; a smaller one uses their first rows.
+        capacity = self._shapes_for_batch(path, tensors, max_batch) if max_batch > 1 else [t.shape for t in tensors]
+        self._output_shapes = {1: [t.shape for t in self.outputs]}  # batch size -> output shapes
 
         self._stream = cuda.stream_create()
         self._stream_handle = cuda.stream_handle(self._stream)
         pointers = []
-        for tensor in tensors:
-            nbytes = int(np.prod(tensor.shape)) * tensor.dtype.itemsize
+        for tensor, shape in zip(tensors, capacity):
+            nbytes = int(np.prod(shape)) * tensor.dtype.itemsize
             buffer = cuda.malloc(nbytes)
             self._device_buffers.append(buffer)
             pointers.append(buffer)
         self.api.bind(self.context, tensors, [int(p) for p in pointers])
         self._input_device = pointers[tensors.index(self.input)]
         self._output_device = [pointers[tensors.index(t)] for t in self.outputs]
-        self._input_host = self._host(cuda, self.input.shape, self.input.dtype)
-        self._output_host = [self._host(cuda, t.shape, t.dtype) for t in self.outputs]
+        self._input_host = self._host(cuda, capacity[tensors.index(self.input)], self.input.dtype)
+        self._output_host = [self._host(cuda, capacity[tensors.index(t)], t.dtype) for t in self.outputs]
 
         output_shapes = [t.shape for t in self.outputs]
         task = model_task(str(path), meta.get("task") or None, options.task, output_shapes)
@@ -568,9 +572,10 @@ class TensorRTBackend:
             name=path.name, format="tensorrt", runtime=f"tensorrt {trt.__version__}",
             device=f"cuda:{options.device_index}", task=task, input_shape=(height, width),
             names=meta.get("names") or numbered_names(output_shapes, task), stride=int(meta.get("stride", 32)),
-            input_dtype=str(self.input.dtype), dynamic=dynamic)
-        log.info("loaded TensorRT engine %s (TensorRT %s, %s API, CUDA via %s, input %s %s)", path.name,
-                 trt.__version__, self.api.generation.value, cuda.name, self.input.shape, self.input.dtype)
+            input_dtype=str(self.input.dtype), dynamic=-1 in self.input_dims[2:], max_batch=max_batch)
+        log.info("loaded TensorRT engine %s (TensorRT %s, %s API, CUDA via %s, input %s %s, batches of 1 to %d)",
+                 path.name, trt.__version__, self.api.generation.value, cuda.name, self.input.shape,
+                 self.input.dtype, max_batch)
 
     def _host(self, cuda: CudaApi, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         array = cuda.host_empty(shape, dtype)
@@ -585,6 +590,11 @@ class TensorRTBackend:
                   input_size[0] if shape[2] == -1 else shape[2], input_size[1] if shape[3] == -1 else shape[3])
         if self.input.profile is not None:
             low, _, high = self.input.profile
+            if wanted[0] < low[0]:
+                raise ModelLoadError(str(path), f"the engine's optimisation profile starts at batch {low[0]}, but "
+                                                "a single frame is inferred whenever one camera's frame is "
+                                                "ready alone; rebuild it with a minimum batch of 1 (--minShapes="
+                                                f"{self.input.name}:1x...)")
             if not all(lo <= w <= hi for lo, w, hi in zip(low, wanted, high)):
                 raise ModelLoadError(str(path), f"config keys MODEL_HEIGHT/MODEL_WIDTH ask for input {wanted[2]}x"
                                                 f"{wanted[3]}, outside the engine's optimisation profile "
@@ -594,13 +604,34 @@ class TensorRTBackend:
             raise ModelLoadError(str(path), f"TensorRT refused input shape {wanted}{self._last_error()}")
         self.input.shape = wanted
 
+    def _resolved(self, path: Path, tensor: IOTensor) -> tuple[int, ...]:
+        """`tensor`'s shape for the input shape the context is set to."""
+        shape = self.api.resolved_shape(self.context, tensor)
+        if -1 in shape or len(shape) == 0:
+            raise ModelLoadError(str(path), f"tensor {tensor.name!r} has unresolved shape {shape}; "
+                                            "data-dependent output shapes are not supported")
+        return shape
+
+    def _shapes_for_batch(self, path: Path, tensors: list[IOTensor], batch: int) -> list[tuple[int, ...]]:
+        """Every tensor's shape for a batch of `batch` frames; the context is left at batch 1."""
+        shapes: list[tuple[int, ...]] = []
+        for size in (batch, 1):
+            wanted = (size, *self.input.shape[1:])
+            if not self.api.set_input_shape(self.context, self.input, wanted):
+                raise ModelLoadError(str(path), f"TensorRT refused input shape {wanted}{self._last_error()}")
+            if size == batch:
+                shapes = [wanted if t is self.input else self._resolved(path, t) for t in tensors]
+        return shapes
+
     def _check_input_layout(self, path: Path) -> tuple[int, int, int, int]:
         shape = self.input.shape
         if len(shape) != 4 or shape[1] != 3:
             raise ModelLoadError(str(path), f"input {self.input.name!r} has shape {shape}, expected (1, 3, H, W)")
         if shape[0] != 1:
-            raise ModelLoadError(str(path), f"the engine takes batches of {shape[0]} but frames are inferred one "
-                                            "at a time; export it with --batch 1 (or --dynamic)")
+            raise ModelLoadError(str(path), f"the engine takes only batches of exactly {shape[0]}, but the frames "
+                                            "inferred together vary from 1 to the number of cameras; build it "
+                                            "with a dynamic batch (yolo-edge export --dynamic --batch N and the "
+                                            "trtexec line it prints) or with --batch 1")
         return shape
 
     def _last_error(self) -> str:
@@ -622,23 +653,48 @@ class TensorRTBackend:
                f"TensorRT version and GPU it was built for: {origin}. To fix it, {rebuild}"
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
-        if tuple(tensor.shape) != self.input.shape:
-            raise ValueError(f"input tensor shape {tuple(tensor.shape)} does not match the engine input "
-                             f"{self.input.name!r} {self.input.shape}")
+        batch = self._checked_batch(tensor)
         cuda = self.cuda
         if cuda is None or self.context is None:
             raise RuntimeError(f"TensorRT backend for {self.path.name} is closed")
         with cuda.activate():
-            np.copyto(self._input_host, tensor, casting="same_kind")  # float32 -> float16 when the engine wants it
-            cuda.copy_to_device_async(self._input_device, self._input_host, self._stream)
+            output_shapes = self._use_batch(batch)
+            host_input = self._input_host[:batch]
+            np.copyto(host_input, tensor, casting="same_kind")  # float32 -> float16 when the engine wants it
+            cuda.copy_to_device_async(self._input_device, host_input, self._stream)
             if not self.api.execute(self.context, self._stream_handle):
                 cuda.stream_sync(self._stream)
                 raise RuntimeError(f"TensorRT execution failed{self._last_error()}")
-            for host, device in zip(self._output_host, self._output_device):
+            host_outputs = [_leading(host, shape) for host, shape in zip(self._output_host, output_shapes)]
+            for host, device in zip(host_outputs, self._output_device):
                 cuda.copy_to_host_async(host, device, self._stream)
             cuda.stream_sync(self._stream)
         # Fresh arrays: the staging buffers are overwritten by the next call.
-        return [host.astype(np.float32) if host.dtype == np.float16 else host.copy() for host in self._output_host]
+        return [host.astype(np.float32) if host.dtype == np.float16 else host.copy() for host in host_outputs]
+
+    def _checked_batch(self, tensor: np.ndarray) -> int:
+        """The batch size of `tensor`; raises ValueError unless (N, 3, H, W) of the engine's input with
+        1 <= N <= max_batch."""
+        shape = tuple(tensor.shape)
+        batch = int(shape[0]) if shape else 0
+        if shape[1:] != self.input.shape[1:] or not 1 <= batch <= self.info.max_batch:
+            takes = f" (batches of 1 to {self.info.max_batch})" if self.info.max_batch > 1 else ""
+            raise ValueError(f"input tensor shape {shape} does not match the engine input {self.input.name!r} "
+                             f"{self.input.shape}{takes}")
+        return batch
+
+    def _use_batch(self, batch: int) -> list[tuple[int, ...]]:
+        """The context set for `batch` frames (TensorRT keeps the input shape between calls, so only a
+        changed batch size is set); the output shapes for it."""
+        if batch != self._batch:
+            wanted = (batch, *self.input.shape[1:])
+            if not self.api.set_input_shape(self.context, self.input, wanted):
+                raise RuntimeError(f"TensorRT refused input shape {wanted}{self._last_error()}")
+            self._batch = batch
+        shapes = self._output_shapes.get(batch)
+        if shapes is None:
+            shapes = self._output_shapes[batch] = [self.api.resolved_shape(self.context, t) for t in self.outputs]
+        return shapes
 
     def disable_device_frames(self) -> None:
         pass  # there is no device frame path to leave
@@ -663,6 +719,20 @@ class TensorRTBackend:
         self.engine = None
         self.runtime = None
         cuda.close()
+
+
+def batch_limit(model_input: IOTensor) -> int:
+    """The most frames an engine takes at once: its optimisation profile's largest batch (at most
+    MAX_BATCH) when the input's batch dimension is dynamic and that profile goes above 1; else 1."""
+    if model_input.shape[:1] != (-1,) or model_input.profile is None:
+        return 1
+    _, _, high = model_input.profile
+    return max(1, min(int(high[0]), MAX_BATCH))
+
+
+def _leading(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first elements of a (larger) contiguous staging buffer, viewed as `shape`."""
+    return buffer.reshape(-1)[:int(np.prod(shape))].reshape(shape)
 
 
 def load(path: Path, request: BackendOptions) -> Backend:

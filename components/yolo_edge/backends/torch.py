@@ -2,13 +2,14 @@
 
 torch and ultralytics are imported here only, so an ONNX or TensorRT deployment never loads them.
 The checkpoint is loaded with Ultralytics (its pickles reference Ultralytics classes), fused (Conv +
-BatchNorm, as Ultralytics' own predictor does) and run under `torch.inference_mode()`. `infer`
-returns the same raw outputs as the model's ONNX export: detect (1, 4 + nc, A); segment
-[(1, 4 + nc + nm, A), (1, nm, mh, mw)]; classify (1, nc) softmax probabilities.
+BatchNorm, as Ultralytics' own predictor does) and run under `torch.inference_mode()`. `infer` takes
+a batch of N frames (any N) and returns the same raw outputs as the model's ONNX export: detect
+(N, 4 + nc, A); segment [(N, 4 + nc + nm, A), (N, nm, mh, mw)]; classify (N, nc) softmax probabilities.
 
 On a CPU, pre/post-processing is the shared numpy code. On a CUDA GPU the backend also offers
 `device_frames` (see torch_frames): letterbox on the GPU from pinned host buffers, the network in a
-CUDA graph, decoding on whichever side measures faster; `infer` goes through the same graphs.
+CUDA graph, decoding on whichever side measures faster (frame by frame); `infer` runs a single frame through the
+same graphs and a batch eagerly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from .base import (
     DEVICE_CHOICES,
+    MAX_BATCH,
     Backend,
     BackendOptions,
     InputSize,
@@ -180,7 +182,8 @@ class TorchBackend:
         device_name = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
         self.info = ModelInfo(
             name=path.name, format="pytorch", runtime=f"torch {version}", device=device_name, task=task,
-            input_shape=input_shape, names=_class_names(model), stride=stride, input_dtype="float32", dynamic=True)
+            input_shape=input_shape, names=_class_names(model), stride=stride, input_dtype="float32", dynamic=True,
+            max_batch=MAX_BATCH)
         self.frame_path: DeviceFramePath | None = None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN time its kernels once
@@ -199,7 +202,8 @@ class TorchBackend:
             self.frame_path = None
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
-        if self.frame_path is not None:
+        # The GPU frame path's CUDA graphs are captured for single frames: a batch runs eagerly.
+        if self.frame_path is not None and tensor.shape[0] == 1:
             return self.frame_path.forward(tensor)
         if self.model is None:
             raise RuntimeError(f"PyTorch backend for {self.path.name} is closed")
