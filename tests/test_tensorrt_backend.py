@@ -17,6 +17,7 @@ from fake_tensorrt import CUDA_STYLES, install, ultralytics_header, write_engine
 from yolo_edge import processing
 from yolo_edge.backends import Backend, BackendOptions, ModelLoadError, load_backend
 from yolo_edge.backends import tensorrt as trt_backend
+from yolo_edge.backends.base import MAX_BATCH
 from yolo_edge.predictor import PostprocessSettings, Predictor
 
 pytestmark = pytest.mark.runtime
@@ -41,13 +42,14 @@ def segment_onnx(random_model) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dynamic_onnx(random_model, tmp_path_factory) -> Path:
-    """The detect model exported again with dynamic input size."""
-    pytest.importorskip("ultralytics", reason="exporting a dynamic model needs Ultralytics")
-    from yolo_edge_tools.modelgen import export_model
+def dynamic_onnx(random_model) -> Path:
+    """A detect model exported with a dynamic batch, height and width."""
+    return random_model("detect", 320, class_bias=MANY_BOXES, dynamic=True)
 
-    checkpoint = random_model("detect", 320, fmt="pt")
-    return export_model(checkpoint, "onnx", 320, tmp_path_factory.mktemp("dyn") / "dynamic.onnx", dynamic=True)
+
+@pytest.fixture(scope="module")
+def dynamic_segment_onnx(random_model) -> Path:
+    return random_model("segment", 320, class_bias=MANY_BOXES, dynamic=True)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,7 @@ def test_detect_matches_onnx_backend(monkeypatch, tmp_path, detect_onnx, frames,
     assert (info.format, info.runtime, info.device) == ("tensorrt", f"tensorrt {trt.__version__}", "cuda:0")
     assert (info.task, info.input_shape, info.input_dtype, info.dynamic) == ("detect", (320, 320), "float32", False)
     assert info.num_classes == 80 and info.stride == 32
+    assert info.max_batch == 1
 
     tensors = {entry[1]: entry[2] for entry in gpu.log if entry[0] == "malloc"}
     assert sorted(tensors.values()) == sorted([1 * 3 * 320 * 320 * 4, 1 * 84 * 2100 * 4])
@@ -237,6 +240,7 @@ def test_dynamic_input_shape_from_config(monkeypatch, tmp_path, dynamic_onnx, fr
     options = BackendOptions(input_size=(256, 320))
     backend = load_backend(engine, options)
     assert backend.info.input_shape == (256, 320) and backend.info.dynamic
+    assert backend.info.max_batch == 1  # the profile's batch is 1 to 1
     context = backend.context
     assert context.input_shapes_set == [(1, 3, 256, 320)]
     anchors = (256 // 8) * (320 // 8) + (256 // 16) * (320 // 16) + (256 // 32) * (320 // 32)
@@ -248,6 +252,114 @@ def test_dynamic_input_shape_from_config(monkeypatch, tmp_path, dynamic_onnx, fr
     with pytest.raises(ModelLoadError, match=r"MODEL_HEIGHT/MODEL_WIDTH ask for input 704x704, outside .* "
                                              r"32x32 \.\. 640x640"):
         load_backend(engine, BackendOptions(input_size=(704, 704)))
+
+
+# --- batches (an engine with a dynamic batch dimension) ----------------------------------------------
+
+BATCH_PROFILE = ((1, 3, 32, 32), (4, 3, 320, 320), (4, 3, 320, 320))  # what `yolo-edge export --batch 4` prints
+
+
+def prepared_tensors(frames: list[np.ndarray], count: int) -> np.ndarray:
+    """`count` frames (the assets, then mirrored copies) letterboxed to 320x320, as one batch."""
+    pool = frames + [np.ascontiguousarray(f[:, ::-1]) for f in frames]
+    return np.concatenate([processing.preprocess(pool[i % len(pool)], (320, 320))[0] for i in range(count)])
+
+
+@pytest.mark.parametrize(("generation", "cuda"), [(10, "cuda-python"), (8, "pycuda")])
+def test_dynamic_batch_engine_takes_batches_up_to_its_profile(monkeypatch, tmp_path, dynamic_onnx, frames,
+                                                               generation, cuda):
+    gpu, _ = install(monkeypatch, generation, cuda, VERSIONS[generation])
+    engine = engine_for(tmp_path, dynamic_onnx, generation, dynamic=True, profile=BATCH_PROFILE)
+    backend = load_backend(engine, OPTIONS_320)
+    reference = load_backend(dynamic_onnx, OPTIONS_320)
+    assert backend.info.max_batch == 4 and backend.info.input_shape == (320, 320)
+    frame_bytes, output_bytes = 3 * 320 * 320 * 4, 84 * 2100 * 4
+    # Buffers for the largest batch, allocated once at load; the context is left at batch 1.
+    assert sorted(e[2] for e in gpu.log if e[0] == "malloc") == sorted([4 * frame_bytes, 4 * output_bytes])
+    assert backend.context.input_shapes_set == [(1, 3, 320, 320), (4, 3, 320, 320), (1, 3, 320, 320)]
+
+    for batch in (3, 3, 1, 4, 2):
+        gpu.log.clear()
+        tensor = prepared_tensors(frames, batch)
+        outputs = backend.infer(tensor)
+        assert [o.shape for o in outputs] == [(batch, 84, 2100)]
+        np.testing.assert_array_equal(outputs[0], reference.infer(tensor)[0])
+        # Only the batch's bytes move, each way.
+        assert [e[2] for e in gpu.log if e[0] in ("h2d", "d2h")] == [batch * frame_bytes, batch * output_bytes]
+        assert [e[2] for e in gpu.log if e[0] == "execute"] == [(batch, 3, 320, 320)]
+    # The batch size is set when it changes, not on every call.
+    assert backend.context.input_shapes_set[3:] == [(3, 3, 320, 320), (1, 3, 320, 320), (4, 3, 320, 320),
+                                                    (2, 3, 320, 320)]
+    with pytest.raises(ValueError, match=r"\(5, 3, 320, 320\) does not match the engine input 'images' "
+                                         r"\(1, 3, 320, 320\) \(batches of 1 to 4\)"):
+        backend.infer(prepared_tensors(frames, 5))
+    backend.close()
+    assert not gpu.device_memory
+
+
+def test_predictor_batches_on_a_dynamic_batch_engine(monkeypatch, tmp_path, dynamic_segment_onnx, frames):
+    """Six frames on an engine that takes four: a batch of 4 and one of 2, each frame's result the ONNX
+    model's for that frame alone (segmentation: boxes, masks' polygons)."""
+    gpu, _ = install(monkeypatch, 10, "cuda-python", VERSIONS[10])
+    engine = engine_for(tmp_path, dynamic_segment_onnx, 10, dynamic=True, profile=BATCH_PROFILE)
+    predictor = Predictor(load_backend(engine, OPTIONS_320), PostprocessSettings())
+    reference = Predictor(load_backend(dynamic_segment_onnx, OPTIONS_320), PostprocessSettings())
+    pool = frames + [np.ascontiguousarray(f[:, ::-1]) for f in frames] + [np.ascontiguousarray(f[::2, ::2])
+                                                                          for f in frames]
+    gpu.log.clear()
+
+    got = [p.finish() for p in predictor.infer_batch([predictor.prepare(f) for f in pool])]
+
+    assert [e[2][0] for e in gpu.log if e[0] == "execute"] == [4, 2]
+    assert [p.batch_size for p in got] == [4, 4, 4, 4, 2, 2]
+    want = [reference.predict(frame) for frame in pool]
+    assert_same_detections([p.result for p in got], [p.result for p in want])
+    for ours, theirs in zip(got, want):
+        assert len(ours.result.polygons) == len(theirs.result.polygons) > 0
+        for a, b in zip(ours.result.polygons, theirs.result.polygons):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("generation", [8, 10])
+def test_engine_with_only_the_batch_dynamic(monkeypatch, tmp_path, dynamic_onnx, frames, generation):
+    """(-1, 3, 320, 320): batches of 1 to 4 at the one size the engine was built for."""
+    install(monkeypatch, generation, "cuda-python", VERSIONS[generation])
+    profile = ((1, 3, 320, 320), (4, 3, 320, 320), (4, 3, 320, 320))
+    engine = engine_for(tmp_path, dynamic_onnx, generation, dynamic=True, profile=profile,
+                        input_shape=(-1, 3, 320, 320))
+    backend = load_backend(engine, BackendOptions(input_size=(640, 640)))  # the engine's own size wins
+    assert (backend.info.input_shape, backend.info.dynamic, backend.info.max_batch) == ((320, 320), False, 4)
+    tensor = prepared_tensors(frames, 2)
+    np.testing.assert_array_equal(backend.infer(tensor)[0], load_backend(dynamic_onnx, OPTIONS_320).infer(tensor)[0])
+
+
+def test_profile_above_max_batch_is_capped(monkeypatch, tmp_path, dynamic_onnx):
+    gpu, _ = install(monkeypatch, 10, "cuda-python", VERSIONS[10])
+    profile = ((1, 3, 64, 64), (8, 3, 64, 64), (256, 3, 64, 64))
+    backend = load_backend(engine_for(tmp_path, dynamic_onnx, 10, dynamic=True, profile=profile),
+                           BackendOptions(input_size=(64, 64)))
+    assert backend.info.max_batch == MAX_BATCH
+    anchors = 8 * 8 + 4 * 4 + 2 * 2
+    assert sorted(e[2] for e in gpu.log if e[0] == "malloc") == sorted([MAX_BATCH * 3 * 64 * 64 * 4,
+                                                                       MAX_BATCH * 84 * anchors * 4])
+    assert backend.infer(np.zeros((MAX_BATCH, 3, 64, 64), np.float32))[0].shape == (MAX_BATCH, 84, anchors)
+
+
+def test_fixed_batch_engine_is_refused(monkeypatch, tmp_path, dynamic_onnx):
+    gpu, _ = install(monkeypatch, 10, "cuda-python", VERSIONS[10])
+    engine = engine_for(tmp_path, dynamic_onnx, 10, input_shape=(4, 3, 320, 320))
+    with pytest.raises(ModelLoadError, match=r"takes only batches of exactly 4, but the frames inferred together "
+                                             r"vary from 1 to the number of cameras; build it with a dynamic batch"):
+        load_backend(engine, OPTIONS_320)
+    assert not gpu.device_memory
+
+
+def test_profile_without_batch_1_is_refused(monkeypatch, tmp_path, dynamic_onnx):
+    install(monkeypatch, 10, "cuda-python", VERSIONS[10])
+    profile = ((2, 3, 320, 320), (4, 3, 320, 320), (4, 3, 320, 320))
+    engine = engine_for(tmp_path, dynamic_onnx, 10, dynamic=True, profile=profile)
+    with pytest.raises(ModelLoadError, match=r"optimisation profile starts at batch 2.*minimum batch of 1"):
+        load_backend(engine, OPTIONS_320)
 
 
 def test_wrong_input_shape_is_refused(monkeypatch, tmp_path, detect_onnx):

@@ -1,0 +1,236 @@
+"""`Predictor.infer_batch`: frames inferred together give the results the same frames give one by one.
+
+Real models (random weights, see conftest.random_model) exported with a dynamic batch, real frames cut
+from Ultralytics' images at different sizes. The ONNX tests are in the runtime subset; the PyTorch ones
+(torch on the CPU) are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+from conftest import asset_images
+
+from yolo_edge import processing
+from yolo_edge.backends import Backend, BackendOptions, DeviceFrames, ModelInfo, load_backend
+from yolo_edge.backends.base import MAX_BATCH
+from yolo_edge.backends.onnx import _max_batch
+from yolo_edge.predictor import PostprocessSettings, Prediction, Predictor, Prepared
+
+runtime = pytest.mark.runtime
+
+# A class bias that makes the random models find dozens of boxes on every frame below.
+MANY_BOXES = -1.5
+# ONNX Runtime's batched and one-by-one results were bit-identical here (1.32, x86); other kernels (another
+# CPU, another version, a GPU) may pick batch-dependent algorithms that differ in the last bits, so results
+# are compared to 1e-4 (pixels for boxes, probability for scores) and no looser.
+ATOL = 1e-4
+# PyTorch on the CPU is not bit-identical: oneDNN picks other convolution kernels for a batch, which sum
+# in another order; raw box outputs then differ by ~30 float32 ulps (measured: up to 2.3e-3 on values
+# of ~650, 3.5e-6 relative; scores by < 1e-5), box corners in frame pixels by up to 1.3e-3 px. Boxes are
+# compared to 0.01 px for it (scores still to 1e-4): a real difference (another frame, a shifted
+# letterbox) moves them by tenths of a pixel or more.
+TORCH_BOX_ATOL_PX = 0.01
+SIZES = {"detect": 320, "segment": 320, "classify": 224}
+
+
+class RecordingBackend:
+    """A real backend whose `infer` calls are recorded; `max_batch` overrides what the model reports."""
+
+    device_frames: DeviceFrames | None = None
+
+    def __init__(self, backend: Backend, max_batch: int | None = None) -> None:
+        self.backend = backend
+        self.info: ModelInfo = backend.info if max_batch is None else replace(backend.info, max_batch=max_batch)
+        self.calls: list[tuple[int, ...]] = []  # the input shape of each call
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        self.calls.append(tuple(tensor.shape))
+        return self.backend.infer(tensor)
+
+    def disable_device_frames(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    """Whole images and pieces cut from them: five frames of five sizes and three aspect ratios."""
+    first, second = (cv2.imread(str(p)) for p in asset_images()[:2])
+    pieces = [first, second, first[100:580, 40:680], second[:, 200:1000], first[300:660, :480]]
+    return [np.ascontiguousarray(piece) for piece in pieces]
+
+
+@pytest.fixture(scope="module")
+def dynamic_model(random_model: Callable[..., Path]) -> Callable[[str], Path]:
+    def get(task: str) -> Path:
+        return random_model(task, SIZES[task], class_bias=MANY_BOXES if task != "classify" else -3.0, dynamic=True)
+
+    return get
+
+
+def predictor_for(path: Path, max_batch: int | None = None, size: int = 320) -> tuple[Predictor, RecordingBackend]:
+    backend = RecordingBackend(load_backend(path, BackendOptions(input_size=(size, size))), max_batch)
+    return Predictor(backend, PostprocessSettings()), backend
+
+
+def one_by_one(predictor: Predictor, prepared: list[Prepared]) -> list[Prediction]:
+    return [predictor.infer_and_decode(frame).finish() for frame in prepared]
+
+
+def assert_same_results(got: list[Prediction], want: list[Prediction], box_atol: float = ATOL) -> None:
+    assert len(got) == len(want)
+    for ours, reference in zip(got, want):
+        a, b = ours.finish().result, reference.result
+        assert type(a) is type(b) and len(a) == len(b)
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=ATOL)
+        if isinstance(a, processing.Detections) and isinstance(b, processing.Detections):
+            np.testing.assert_allclose(a.boxes, b.boxes, rtol=0, atol=box_atol)
+            assert (a.polygons is None) == (b.polygons is None)
+            for ours_polygon, reference_polygon in zip(a.polygons or [], b.polygons or []):
+                np.testing.assert_array_equal(ours_polygon, reference_polygon)
+
+
+# --- what the backends report ------------------------------------------------------------------------
+
+@runtime
+def test_onnx_max_batch_follows_the_batch_dimension(random_model, dynamic_model):
+    assert load_backend(random_model("detect", 320), BackendOptions(input_size=(320, 320))).info.max_batch == 1
+    assert load_backend(dynamic_model("detect"), BackendOptions(input_size=(320, 320))).info.max_batch == MAX_BATCH
+    # A fixed batch above 1 cannot take a single frame: it stays a one-frame model (and fails as it did).
+    assert (_max_batch(1), _max_batch(4), _max_batch("batch"), _max_batch(None)) == (1, 1, MAX_BATCH, MAX_BATCH)
+
+
+# --- batched = one by one (ONNX Runtime) ---------------------------------------------------------------
+
+@runtime
+@pytest.mark.parametrize("task", ["detect", "segment", "classify"])
+def test_batched_results_equal_one_by_one(dynamic_model, frames, task):
+    predictor, backend = predictor_for(dynamic_model(task), size=SIZES[task])
+    prepared = [predictor.prepare(frame) for frame in frames]
+    want = one_by_one(predictor, prepared)
+    backend.calls.clear()
+
+    got = predictor.infer_batch(prepared)
+
+    size = SIZES[task]
+    assert backend.calls == [(len(frames), 3, size, size)], "one call for all the frames"
+    assert_same_results(got, want)
+    if task != "classify":
+        assert min(len(p.result) for p in want) >= 5, "the random model should find boxes on every frame"
+        assert all(p.finished == (task == "detect") for p in got), "polygons stay pending until finish()"
+    assert [p.batch_size for p in got] == [len(frames)] * len(frames)
+    assert [p.preprocess_ms for p in got] == [p.preprocess_ms for p in prepared]
+    assert len({p.inference_ms for p in got}) == 1 and got[0].inference_ms > 0, "the batch's own time, not a share"
+    assert all(p.postprocess_ms > 0 for p in got)
+    assert all(p.batch_size == 1 for p in want)
+
+
+@runtime
+def test_frames_of_different_tensor_shapes_are_inferred_in_groups(dynamic_model, frames):
+    """A model that takes any size may get tensors of several sizes: each size is its own batch, and
+    the results come back in the frames' order."""
+    predictor, backend = predictor_for(dynamic_model("detect"))
+    sizes = [(320, 320), (256, 320), (320, 320), (256, 320), (320, 320)]
+    prepared = []
+    for frame, size in zip(frames, sizes):
+        tensor, geometry = processing.preprocess(frame, size)
+        prepared.append(Prepared(frame, tensor.copy(), geometry, 0.5))
+    want = one_by_one(predictor, prepared)
+    backend.calls.clear()
+
+    got = predictor.infer_batch(prepared)
+
+    assert backend.calls == [(3, 3, 320, 320), (2, 3, 256, 320)]
+    assert [p.batch_size for p in got] == [3, 2, 3, 2, 3]
+    assert_same_results(got, want)
+    assert got[0].inference_ms == got[2].inference_ms == got[4].inference_ms != got[1].inference_ms
+
+
+@runtime
+def test_more_frames_than_max_batch_are_inferred_in_chunks(dynamic_model, frames):
+    predictor, backend = predictor_for(dynamic_model("segment"), max_batch=2)
+    prepared = [predictor.prepare(frame) for frame in frames]
+    want = one_by_one(predictor, prepared)
+    backend.calls.clear()
+
+    got = predictor.infer_batch(prepared)
+
+    assert [shape[0] for shape in backend.calls] == [2, 2, 1]
+    assert [p.batch_size for p in got] == [2, 2, 2, 2, 1]
+    assert_same_results(got, want)
+
+
+@runtime
+def test_a_one_frame_model_runs_the_frames_one_by_one(random_model, frames):
+    predictor, backend = predictor_for(random_model("detect", 320, class_bias=MANY_BOXES))
+    assert predictor.info.max_batch == 1
+    prepared = [predictor.prepare(frame) for frame in frames[:3]]
+    want = one_by_one(predictor, prepared)
+    backend.calls.clear()
+
+    got = predictor.infer_batch(prepared)
+
+    assert backend.calls == [(1, 3, 320, 320)] * 3
+    assert [p.batch_size for p in got] == [1, 1, 1]
+    assert_same_results(got, want)
+
+
+@runtime
+def test_no_frame_one_frame_and_staged_frames(dynamic_model, frames):
+    predictor, backend = predictor_for(dynamic_model("detect"))
+    assert predictor.infer_batch([]) == []
+    prepared = [predictor.prepare(frame) for frame in frames[:4]]
+    single = predictor.infer_batch(prepared[:1])
+    assert backend.calls == [(1, 3, 320, 320)] and single[0].batch_size == 1
+    # A frame staged for a device frame path (here none is left, as after it failed) is prepared again
+    # on the host and inferred alone; the host-prepared frames around it are still inferred together.
+    staged = Prepared(frames[1], object(), prepared[1].geometry, prepared[1].preprocess_ms)
+    mixed = [prepared[0], staged, prepared[2], prepared[3]]
+    backend.calls.clear()
+
+    got = predictor.infer_batch(mixed)
+
+    assert sorted(shape[0] for shape in backend.calls) == [1, 3]
+    assert [p.batch_size for p in got] == [3, 1, 3, 3]
+    assert_same_results(got, one_by_one(predictor, prepared))
+
+
+@runtime
+def test_outputs_without_a_row_per_frame_are_an_error(dynamic_model, frames):
+    predictor, backend = predictor_for(dynamic_model("detect"))
+    prepared = [predictor.prepare(frame) for frame in frames[:2]]
+    backend.infer = lambda tensor: [np.zeros((1, 84, 2100), np.float32)]  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"a batch of 2 frames gave outputs of shapes \[\(1, 84, 2100\)\]"):
+        predictor.infer_batch(prepared)
+
+
+# --- PyTorch (not in the runtime subset) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_pytorch_batches_frames_of_one_shape(random_model, frames, task):
+    """PyTorch letterboxes each frame to the smallest stride-multiple rectangle, so frames of another
+    aspect ratio get tensors of another shape: each shape is a batch of its own."""
+    predictor, backend = predictor_for(random_model(task, 320, fmt="pt", class_bias=MANY_BOXES))
+    assert predictor.info.max_batch == MAX_BATCH
+    prepared = [predictor.prepare(frame) for frame in frames]
+    shapes = [p.tensor.shape for p in prepared if isinstance(p.tensor, np.ndarray)]
+    assert 1 < len(set(shapes)) < len(shapes), shapes
+    want = one_by_one(predictor, prepared)
+    backend.calls.clear()
+
+    got = predictor.infer_batch(prepared)
+
+    by_shape = {shape: shapes.count(shape) for shape in shapes}
+    assert sorted(backend.calls) == sorted((count, *shape[1:]) for shape, count in by_shape.items())
+    assert [p.batch_size for p in got] == [by_shape[shape] for shape in shapes]
+    assert_same_results(got, want, box_atol=TORCH_BOX_ATOL_PX)
+    assert min(len(p.result) for p in want) >= 5
