@@ -188,3 +188,41 @@ def test_the_one_camera_shorthand_is_the_default_camera(broker, model, videos):
         ended = operator.wait_for(is_state("idle", reason="source ended"))
         assert ended["cameras"]["default"]["state"] == "idle"
 
+
+
+def run_to_the_end(broker, config: Config) -> dict[str, list[Message]]:
+    """Start every camera of `config` (files, not looping) and collect each camera's frame messages in order."""
+    with running_component(broker, config) as (component, operator):
+        operator.send({"status": "start"})
+        operator.wait_for(lambda m: m.get("type") == "state" and m["state"] == "idle"
+                          and m.get("reason") == "source ended" and all(
+                              c["state"] == "idle" for c in m["cameras"].values()), timeout=120)
+        frames: dict[str, list[Message]] = {}
+        for message in operator.since(0, frame_of_any):
+            frames.setdefault(message["camera"], []).append(message)
+        return frames
+
+
+def frame_of_any(message: Message) -> bool:
+    return message.get("type") == "frame"
+
+
+def test_batched_results_are_those_of_the_same_frames_run_one_by_one(broker, random_model, videos):
+    model = random_model("detect", MODEL_SIZE, "onnx", dynamic=True)
+    cameras = {"dock-1": str(videos[0]), "dock-2": str(videos[1]), "dock-3": str(videos[0])}
+    batched = run_to_the_end(broker, cameras_config(model, cameras, loop_source=False))
+    single = run_to_the_end(broker, cameras_config(model, cameras, loop_source=False, batch_size=1))
+    assert {name: len(frames) for name, frames in batched.items()} == {"dock-1": 20, "dock-2": 12, "dock-3": 20}
+    assert {name: len(frames) for name, frames in single.items()} == {"dock-1": 20, "dock-2": 12, "dock-3": 20}
+    assert max(f["batch_size"] for frames in batched.values() for f in frames) > 1, "the frames were batched"
+    assert all(f["batch_size"] == 1 for frames in single.values() for f in frames)
+    compared = 0
+    for name in cameras:
+        for ours, alone in zip(batched[name], single[name]):
+            assert ours["detection_count"] == alone["detection_count"]
+            for a, b in zip(ours["detections"], alone["detections"]):
+                assert a["class_id"] == b["class_id"]
+                assert a["box"] == pytest.approx(b["box"], abs=0.2)  # boxes are rounded to 0.1 px in messages
+                assert a["score"] == pytest.approx(b["score"], abs=2e-4)
+                compared += 1
+    assert compared > 50, "too few detections for a meaningful comparison"
