@@ -179,10 +179,12 @@ def test_a_configuration_update_adds_and_removes_cameras_without_disturbing_the_
 
 
 def test_the_one_camera_shorthand_is_the_default_camera(broker, model, videos):
+    from yolo_edge.cli import main
+
     config = cameras_config(model, {}, camera_id=str(videos[1]), loop_source=False)
     assert list(config.camera_specs()) == ["default"]
     with running_component(broker, config) as (component, operator):
-        operator.send({"status": "start", "camera": "default"})
+        assert main(["send", "start", "--camera", "default", "--topic", IN, "--broker", broker.address]) == 0
         frame = operator.wait_for(frame_of("default"))
         assert frame["source"] == str(videos[1]) and frame["batch_size"] == 1
         ended = operator.wait_for(is_state("idle", reason="source ended"))

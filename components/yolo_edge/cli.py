@@ -120,6 +120,7 @@ def add_send_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-topic", default=Config().output_topic,
                         help="topic to read replies from with --wait (default: %(default)s)")
     parser.add_argument("--request-id", help="echoed back in the reply")
+    parser.add_argument("--camera", metavar="NAME", help="the one camera the command is for (default: every camera)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="print state/error replies for up to SECONDS (default: 0, do not wait)")
     add_broker_arguments(parser)
@@ -166,6 +167,8 @@ def run_send(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"status": args.action}
         if args.request_id:
             body["request_id"] = args.request_id
+        if args.camera:
+            body["camera"] = args.camera
         client.publish(args.topic, json.dumps(body), qos=1).wait_for_publish(10)
         print(f"sent {json.dumps(body)} to {args.topic}")
         if args.wait > 0:
