@@ -42,8 +42,6 @@ SIZES = {"detect": 320, "segment": 320, "classify": 224}
 class RecordingBackend:
     """A real backend whose `infer` calls are recorded; `max_batch` overrides what the model reports."""
 
-    device_frames: DeviceFrames | None = None
-
     def __init__(self, backend: Backend, max_batch: int | None = None) -> None:
         self.backend = backend
         self.info: ModelInfo = backend.info if max_batch is None else replace(backend.info, max_batch=max_batch)
@@ -53,8 +51,12 @@ class RecordingBackend:
         self.calls.append(tuple(tensor.shape))
         return self.backend.infer(tensor)
 
+    @property
+    def device_frames(self) -> DeviceFrames | None:
+        return self.backend.device_frames
+
     def disable_device_frames(self) -> None:
-        pass
+        self.backend.disable_device_frames()
 
     def close(self) -> None:
         self.backend.close()
@@ -234,3 +236,67 @@ def test_pytorch_batches_frames_of_one_shape(random_model, frames, task):
     assert [p.batch_size for p in got] == [by_shape[shape] for shape in shapes]
     assert_same_results(got, want, box_atol=TORCH_BOX_ATOL_PX)
     assert min(len(p.result) for p in want) >= 5
+
+
+def cpu_frame_path(backend: Backend) -> list[int]:
+    """Give a CPU PyTorch backend the GPU frame path (as on CUDA), its CUDA graphs stood in for by a capture
+    whose replay re-runs the forward into the captured outputs (as in test_torch_frames.py); returns the
+    list that counts the captures."""
+    import torch
+
+    from yolo_edge.backends import torch_frames
+
+    captures: list[int] = []
+
+    def capture(forward):
+        outputs = forward()
+        captures.append(len(captures))
+
+        def replay() -> None:
+            for static, fresh in zip(outputs, forward()):
+                static.copy_(fresh)
+
+        return replay, outputs
+
+    backend.frame_path = torch_frames.DeviceFramePath(backend.model, torch.device("cpu"), torch.float32,
+                                                      backend.info.num_classes, capture)
+    return captures
+
+
+def test_pytorch_frame_path_infers_single_frames_in_its_graphs_and_batches_eagerly(random_model, frames):
+    """Classify keeps host-prepared tensors on a GPU: a batch of them runs eagerly, a frame alone through
+    the graph captured for batch 1."""
+    pytest.importorskip("torchvision")
+    backend = load_backend(random_model("classify", 224, "pt"), BackendOptions(device="cpu", input_size=(224, 224)))
+    captures = cpu_frame_path(backend)
+    recording = RecordingBackend(backend)
+    predictor = Predictor(recording, PostprocessSettings())
+    prepared = [predictor.prepare(frame) for frame in frames]
+    want = one_by_one(predictor, prepared)
+    assert len(captures) == 1
+
+    got = predictor.infer_batch(prepared)
+
+    assert recording.calls[-1] == (len(frames), 3, 224, 224) and len(captures) == 1, "no graph for a batch"
+    assert [p.batch_size for p in got] == [len(frames)] * len(frames)
+    assert_same_results(got, want)
+
+
+def test_pytorch_staged_frames_run_one_by_one(random_model, frames):
+    """Frames staged for the GPU frame path (detect, segment) are letterboxed and inferred there frame by
+    frame: a batch of them is the frames one by one."""
+    pytest.importorskip("torchvision")
+    backend = load_backend(random_model("detect", 320, "pt", class_bias=MANY_BOXES),
+                           BackendOptions(device="cpu", input_size=(320, 320)))
+    cpu_frame_path(backend)
+    recording = RecordingBackend(backend)
+    predictor = Predictor(recording, PostprocessSettings())
+    prepared = [predictor.prepare(frame) for frame in frames]
+    assert not any(isinstance(p.tensor, np.ndarray) for p in prepared)
+    want = one_by_one(predictor, prepared)
+
+    got = predictor.infer_batch(prepared)
+
+    assert recording.calls == [], "the frame path runs the network itself"
+    assert [p.batch_size for p in got] == [1] * len(frames)
+    assert_same_results(got, want)

@@ -4,6 +4,10 @@
 when a model is loaded, so importing this module costs nothing on a machine without them. Device
 buffers, page-locked host buffers and the CUDA stream are allocated once at load and reused.
 
+An engine whose input has a dynamic batch dimension takes batches of 1 up to its optimisation
+profile's largest batch (`ModelInfo.max_batch`): the buffers are sized for that batch at load, a
+smaller batch uses their first rows, and the input shape is set again only when the batch size changes.
+
 Both TensorRT API generations work, chosen by what the engine object offers: named I/O tensors
 (TensorRT 8.5+ and 10+: `set_tensor_address` + `execute_async_v3`) or the older binding indices
 (`execute_async_v2`).
