@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from yolo_edge.commands import Action, parse_command
+from yolo_edge.replies import Outcome, Rejected, StateReply, aggregate_state, reply_for
 from yolo_edge.transitions import TRANSITIONS, Effect, Event, State, Transition, transition
 
 pytestmark = pytest.mark.runtime
@@ -93,3 +94,55 @@ def test_every_state_reason_is_documented():
     reasons = {found.reason for found in TRANSITIONS.values() if Effect.REJECT not in found.effects}
     reasons.discard("shutdown")  # a shutdown's reason is the request's own (`signal SIGTERM`, ...)
     assert reasons <= documented, sorted(reasons - documented)
+
+
+# --- the reply to an event, from what it did to each camera (replies.py) ---
+
+def outcome(camera: str, previous: State, event: Event, applied: bool = True) -> Outcome:
+    found = transition(previous, event)
+    assert found is not None
+    return Outcome(camera, previous, found.state if applied else previous, found, applied)
+
+
+def test_one_reply_for_a_command_to_every_camera():
+    outcomes = [outcome("a", State.IDLE, Event.START), outcome("b", State.RUNNING, Event.START)]
+    reply = reply_for(outcomes, {"a": State.RUNNING, "b": State.RUNNING, "c": State.PAUSED})
+    assert isinstance(reply, StateReply) and reply.reason == "start command" and reply.started == ["a"]
+    assert "changed" not in reply.fields and "camera" not in reply.fields
+    assert reply.fields["cameras"] == {
+        "a": {"state": "running", "previous": "idle", "changed": True, "reason": "start command"},
+        "b": {"state": "running", "previous": "running", "changed": False, "reason": "already running"},
+        "c": {"state": "paused"}}
+
+
+def test_a_repeated_command_says_nothing_changed():
+    reply = reply_for([outcome("a", State.PAUSED, Event.PAUSE)], {"a": State.PAUSED}, named="a")
+    assert isinstance(reply, StateReply) and reply.reason == "already paused"
+    assert reply.fields["changed"] is False and reply.fields["camera"] == "a" and reply.started == []
+
+
+def test_pause_is_rejected_only_when_no_camera_can_pause():
+    idle = outcome("a", State.IDLE, Event.PAUSE)
+    assert reply_for([idle], {"a": State.IDLE}) == Rejected("cannot pause: the component is idle; send start first")
+    mixed = reply_for([idle, outcome("b", State.RUNNING, Event.PAUSE)], {"a": State.IDLE, "b": State.PAUSED})
+    assert isinstance(mixed, StateReply) and mixed.reason == "pause command"
+    assert mixed.fields["cameras"]["a"]["changed"] is False
+
+
+def test_nothing_is_said_when_every_effect_failed_or_nothing_happened():
+    assert reply_for([outcome("a", State.IDLE, Event.START, applied=False)], {"a": State.IDLE}) is None
+    assert reply_for([], {"a": State.IDLE}) is None
+
+
+def test_a_run_ended_by_a_failure_carries_the_error_and_the_given_reason():
+    reply = reply_for([outcome("a", State.RUNNING, Event.SOURCE_FAILED)], {"a": State.IDLE, "b": State.RUNNING},
+                      error=ValueError("bad frame"), named="a")
+    assert isinstance(reply, StateReply) and reply.reason == "source failed" and reply.fields["error"] == "bad frame"
+    shutdown = reply_for([outcome("a", State.RUNNING, Event.SHUTDOWN)], {"a": State.IDLE}, reason="signal SIGTERM")
+    assert isinstance(shutdown, StateReply) and shutdown.reason == "signal SIGTERM"
+
+
+def test_the_component_state_is_the_most_active_cameras():
+    assert aggregate_state([State.IDLE, State.PAUSED, State.RUNNING]) is State.RUNNING
+    assert aggregate_state([State.IDLE, State.PAUSED]) is State.PAUSED
+    assert aggregate_state([State.IDLE]) is State.IDLE and aggregate_state([]) is State.IDLE

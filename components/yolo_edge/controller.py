@@ -31,6 +31,7 @@ from .limits import ERROR_BURST, ERROR_RATE_PER_S, ErrorLimiter, PublishGate
 from .model_slot import MODEL_KEYS, LoadFailed, ModelSlot
 from .pipeline import FeedEnded, FeedFailed, FeedFrame, FrameFeeder
 from .predictor import PostprocessSettings, Predictor, load_predictor
+from .replies import Outcome, Rejected, aggregate_state, camera_states, reply_for
 from .run import Run, summary_message
 from .sources import FrameSource, SourceError, SourceEvent, SourceEventKind, open_source
 from .transitions import Effect, Event, State, Transition, transition
@@ -84,25 +85,6 @@ class Camera:
     @property
     def name(self) -> str:
         return self.spec.name
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What an event did to one camera."""
-
-    camera: str
-    previous: State
-    state: State
-    transition: Transition
-    applied: bool  # False: an effect failed (and said why); the camera's state stayed
-
-
-def aggregate_state(states: Sequence[State]) -> State:
-    """The component's state: running while any camera runs, else paused while any is paused, else idle."""
-    for state in (State.RUNNING, State.PAUSED):
-        if state in states:
-            return state
-    return State.IDLE
 
 
 class Controller:
@@ -162,7 +144,8 @@ class Controller:
     # ---- the controller thread ----
     def run(self) -> None:
         try:
-            self._emit_state(State.IDLE, State.IDLE, "component started", cameras=self._camera_states())
+            self._emit_state(State.IDLE, State.IDLE, "component started",
+                             cameras=camera_states({n: c.state for n, c in self.cameras.items()}, {}))
             self._guarded(self._ensure_model)
             while True:
                 event = self._next_event()
@@ -239,7 +222,7 @@ class Controller:
         if event is Event.START and any(camera.state is State.IDLE for camera in cameras) \
                 and not self._ensure_model(request_id):
             cameras = [camera for camera in cameras if camera.state is not State.IDLE]  # said why already
-        outcomes: list[_Outcome] = []
+        outcomes: list[Outcome] = []
         ended: dict[str, Run] = {}
         for camera in cameras:
             found = transition(camera.state, event)
@@ -249,7 +232,7 @@ class Controller:
             applied = all(self._effect(effect, camera, found, request_id, ended) for effect in found.effects)
             if applied:
                 camera.state = found.state
-            outcomes.append(_Outcome(camera.name, previous, camera.state, found, applied))
+            outcomes.append(Outcome(camera.name, previous, camera.state, found, applied))
         if ended:
             self._emit_summary(ended, final=True, state=before)
         self._reply(outcomes, before, request_id, reason, error, named)
@@ -270,45 +253,24 @@ class Controller:
             camera.run = None
         return True
 
-    def _reply(self, outcomes: Sequence[_Outcome], before: State, request_id: str | None, reason: str | None,
+    def _reply(self, outcomes: Sequence[Outcome], before: State, request_id: str | None, reason: str | None,
                error: Exception | None, named: str | None) -> None:
-        """The one state message for an event: the component's state, and each camera's under `cameras`."""
-        applied = [o for o in outcomes if o.applied]
-        if not applied:
-            return  # nothing to do, or every effect failed and said why
-        rejected = [o for o in applied if Effect.REJECT in o.transition.effects]
-        if len(rejected) == len(applied):
-            self._error(ErrorCode.INVALID_TRANSITION, rejected[0].transition.reason, request_id,
-                        state=self.state.value, **({"camera": named} if named else {}))
-            return
-        changed = [o for o in applied if o.previous is not o.state]
-        lead = (changed or applied)[0]
-        extra: dict[str, Any] = {"camera": named} if named else {}
-        if not changed:
-            extra["changed"] = False
-        if error is not None:
-            extra["error"] = str(error)
-        started = [o for o in changed if Effect.START_RUN in o.transition.effects]
-        if started and self.predictor is not None:
-            runs = [self.cameras[o.camera].run for o in started]
-            if len(started) == 1 and runs[0] is not None:
-                extra["source"] = runs[0].source.description
-            extra["model"] = self.predictor.info.name
-        if before is State.IDLE and self.state is not State.IDLE:
-            self._last_summary = time.monotonic()
-        extra["cameras"] = self._camera_states({o.camera: o for o in outcomes})
-        self._emit_state(self.state, before, reason or lead.transition.reason, request_id, **extra)
-
-    def _camera_states(self, outcomes: dict[str, _Outcome] | None = None) -> dict[str, dict[str, Any]]:
-        states: dict[str, dict[str, Any]] = {}
-        for name, camera in self.cameras.items():
-            entry: dict[str, Any] = {"state": camera.state.value}
-            outcome = (outcomes or {}).get(name)
-            if outcome is not None:
-                entry.update(previous=outcome.previous.value, changed=outcome.previous is not outcome.state,
-                             reason=outcome.transition.reason)
-            states[name] = entry
-        return states
+        """Send the one reply `replies.reply_for` decides on."""
+        states = {name: camera.state for name, camera in self.cameras.items()}
+        reply = reply_for(outcomes, states, reason, error, named)
+        if isinstance(reply, Rejected):
+            self._error(ErrorCode.INVALID_TRANSITION, reply.reason, request_id, state=self.state.value,
+                        **({"camera": named} if named else {}))
+        elif reply is not None:
+            fields = dict(reply.fields)
+            runs = [self.cameras[name].run for name in reply.started]
+            if len(runs) == 1 and runs[0] is not None:
+                fields["source"] = runs[0].source.description
+            if runs and self.predictor is not None:
+                fields["model"] = self.predictor.info.name
+            if before is State.IDLE and self.state is not State.IDLE:
+                self._last_summary = time.monotonic()
+            self._emit_state(self.state, before, reply.reason, request_id, **fields)
 
     def _start_run(self, camera: Camera, request_id: str | None) -> bool:
         predictor = self.predictor
