@@ -11,6 +11,9 @@ predictor on the same model file and video).
 Models are files (.onnx, .pt, .engine/.trt) or Ultralytics architecture names such as yolov8n.yaml,
 which are built with RANDOM weights and exported at each size (boxes are meaningless, timings are
 real). Writes bench.md (tables), bench.json (every run, the environment) and bench.png (chart).
+
+With `--streams 1,2,4,8` it measures several cameras in one component instead, batched and unbatched
+side by side (`bench_streams`), and writes bench-streams.md and bench-streams.json.
 """
 
 from __future__ import annotations
