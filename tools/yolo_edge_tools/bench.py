@@ -11,6 +11,9 @@ predictor on the same model file and video).
 Models are files (.onnx, .pt, .engine/.trt) or Ultralytics architecture names such as yolov8n.yaml,
 which are built with RANDOM weights and exported at each size (boxes are meaningless, timings are
 real). Writes bench.md (tables), bench.json (every run, the environment) and bench.png (chart).
+
+With `--streams 1,2,4,8` it measures several cameras in one component instead, batched and unbatched
+side by side (`bench_streams`), and writes bench-streams.md and bench-streams.json.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ ARCHITECTURE_SUFFIXES = (".yaml", ".yml")
 # --formats for architecture names -> (Ultralytics export format, file extension)
 EXPORTS = {"onnx": ("onnx", ".onnx"), "pt": ("pt", ".pt"), "engine": ("engine", ".engine")}
 FORMAT_TITLES = {"onnx": "ONNX", "pytorch": "PyTorch", "tensorrt": "TensorRT"}
-RUNNER_TITLES = {"pipeline": "", "serial": "serial", "bare": "bare", "ultralytics": "Ultralytics"}
+RUNNER_TITLES = {"pipeline": "", "serial": "serial", "bare": "bare", "ultralytics": "Ultralytics",
+                 "streams": "streams"}
 OUR_MODES = ("pipeline", "serial")
 CACHE = Path(os.environ.get("YOLO_EDGE_BENCH_CACHE", Path.home() / ".cache" / "yolo-edge" / "bench"))
 
@@ -78,6 +82,12 @@ class Job:
     def describe(self) -> str:
         threads = "" if self.threads is None else f" threads={self.threads or 'default'}"
         return f"{self.model.title} {size_slug(self.size)} {self.mode}{threads}"
+
+    def entry(self) -> dict[str, Any]:
+        """What the report says about this configuration, besides its results."""
+        return {"column": self.column, "model": self.model.label, "format": self.model.format, "mode": self.mode,
+                "runner": self.runner or "yolo-edge", "path": str(self.model.path), "size": list(self.size),
+                "threads": self.threads, "random_weights": self.model.random_weights}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -123,6 +133,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--half", action="store_true", help="FP16 where the backend supports it (and engine export)")
     parser.add_argument("--output", default="bench-results", help="folder for bench.md/json/png (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per configuration (default: 600)")
+    parser.add_argument("--streams", metavar="N,N,...",
+                        help="several cameras in one component instead: for each stream count N, N looping "
+                             "copies of the video through one Controller, batched (batch_size 0) and unbatched "
+                             "(batch_size 1) side by side; --frames and --warmup are per stream. Architecture "
+                             "names are exported with a dynamic batch. Writes bench-streams.md/json")
     parser.set_defaults(handler=run)
 
 
@@ -183,8 +198,9 @@ def is_architecture(name: str) -> bool:
 
 
 def build_architecture(name: str, fmt: str, size: tuple[int, int], half: bool = False,
-                       class_bias: float | None = -1.0) -> Path:
-    """A random-weights model of `name` exported for `size`, cached by Ultralytics version."""
+                       class_bias: float | None = -1.0, max_batch: int = 1) -> Path:
+    """A random-weights model of `name` exported for `size`, cached by Ultralytics version.
+    `max_batch` > 1: exported with a dynamic batch (an engine's profile up to that batch)."""
     from .modelgen import build_model, export_model, offline_guards, save_checkpoint
 
     offline_guards()
@@ -198,9 +214,12 @@ def build_architecture(name: str, fmt: str, size: tuple[int, int], half: bool = 
     export_format, suffix = EXPORTS[fmt]
     if export_format == "pt":
         return checkpoint
-    target = folder / f"{stem}-{size_slug(size)}{'-fp16' if half else ''}{suffix}"
+    dynamic = f"-dynamic{max_batch}" if max_batch > 1 else ""
+    target = folder / f"{stem}-{size_slug(size)}{'-fp16' if half else ''}{dynamic}{suffix}"
     if not target.exists():
-        kwargs = {"half": True} if half and export_format == "engine" else {}
+        kwargs: dict[str, Any] = {"half": True} if half and export_format == "engine" else {}
+        if max_batch > 1:
+            kwargs.update(dynamic=True, batch=max_batch)
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             copy = Path(scratch) / checkpoint.name
             copy.write_bytes(checkpoint.read_bytes())  # Ultralytics writes exports beside the checkpoint
@@ -225,8 +244,10 @@ def probe_fixed_size(path: Path, fmt: str, device: str) -> tuple[int, int] | Non
 
 
 def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list[str], device: str,
-                   half: bool, class_bias: float | None = -1.0, say=print) -> list[tuple[ModelFile, tuple[int, int]]]:
-    """(model file, size) pairs to measure; architectures are built and exported per size."""
+                   half: bool, class_bias: float | None = -1.0, say=print,
+                   max_batch: int = 1) -> list[tuple[ModelFile, tuple[int, int]]]:
+    """(model file, size) pairs to measure; architectures are built and exported per size (with a
+    dynamic batch up to `max_batch` when it is > 1)."""
     pairs: list[tuple[ModelFile, tuple[int, int]]] = []
     for name in names:
         if is_architecture(name):
@@ -235,7 +256,7 @@ def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list
             for fmt in formats:
                 for size in sizes:
                     say(f"  preparing {Path(name).stem} {fmt} {size_slug(size)} ...")
-                    path = build_architecture(name, fmt, size, half, class_bias)
+                    path = build_architecture(name, fmt, size, half, class_bias, max_batch)
                     model_format = format_for(path)
                     pairs.append((ModelFile(Path(name).stem, path, model_format, True, name,
                                             None if model_format == "pytorch" else size), size))
@@ -420,24 +441,70 @@ def outcome(result: dict[str, Any]) -> str:
             + ("" if noise is None else f", others' CPU {noise:.0f}%"))
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Options:
+    """The options every bench run parses and checks the same way."""
+
+    sizes: list[tuple[int, int]]
+    formats: list[str]
+    threads: list[int]
+    video_size: tuple[int, int]
+    class_bias: float | None
+
+    @classmethod
+    def parse(cls, args: argparse.Namespace, urls: bool = False) -> Options:
+        """`urls`: --source may also be a stream URL (rtsp://, http://...)."""
+        options = cls(parse_sizes(args.sizes), parse_list("--formats", args.formats, tuple(EXPORTS)),
+                      parse_threads(args.threads), parse_size(args.video_size, "--video-size"),
+                      parse_class_bias(args.class_bias))
+        for flag, value, low in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0),
+                                 ("--repeat", args.repeat, 1)):
+            if value < low:
+                raise ConfigError(flag, value, f"an integer >= {low}")
+        if args.source and not Path(args.source).is_file() and not (urls and is_url(args.source)):
+            raise ConfigError("--source", args.source, "an existing video file" + (" or a stream URL" if urls else ""))
+        return options
+
+
+def is_url(source: str) -> bool:
+    return "://" in source
+
+
+def prepare_source(args: argparse.Namespace, video_size: tuple[int, int], workdir: Path) -> tuple[str, dict[str, Any]]:
+    """The video to read: --source, or a generated MJPG video of warm-up + measured frames; and how the
+    report describes it."""
+    if args.source and is_url(args.source):
+        return args.source, {"path": args.source}
+    if args.source:
+        path = str(Path(args.source).resolve())
+        return path, {"path": path}
+    frames = args.warmup + args.frames
+    source = str(samples.make_video(workdir / "bench.avi", frames, video_size))
+    return source, {"generated": True, "frames": frames, "size": list(video_size), "codec": "MJPG"}
+
+
+def report_head(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields every report starts with: what made it, when, how and where."""
     from . import bench_report
 
-    sizes = parse_sizes(args.sizes)
-    formats = parse_list("--formats", args.formats, tuple(EXPORTS))
+    return {"schema": 1, "tool": f"yolo-edge bench {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command_line(args), "environment": bench_report.environment()}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.streams:
+        from . import bench_streams
+
+        return bench_streams.run(args)
+    from . import bench_report
+
+    options = Options.parse(args)
+    sizes, threads, class_bias = options.sizes, options.threads, options.class_bias
     modes = parse_list("--modes", args.modes, OUR_MODES)
-    threads = parse_threads(args.threads)
-    video_size = parse_size(args.video_size, "--video-size")
-    class_bias = parse_class_bias(args.class_bias)
-    for flag, value, low in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0), ("--repeat", args.repeat, 1)):
-        if value < low:
-            raise ConfigError(flag, value, f"an integer >= {low}")
-    if args.source and not Path(args.source).is_file():
-        raise ConfigError("--source", args.source, "an existing video file")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     try:
-        pairs = resolve_models(args.models, sizes, formats, args.device, args.half, class_bias)
+        pairs = resolve_models(args.models, sizes, options.formats, args.device, args.half, class_bias)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -445,13 +512,7 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="yolo-edge-bench-") as tmp:
         workdir = Path(tmp)
-        source_info: dict[str, Any]
-        if args.source:
-            source, source_info = str(Path(args.source).resolve()), {"path": str(Path(args.source).resolve())}
-        else:
-            frames = args.warmup + args.frames
-            source = str(samples.make_video(workdir / "bench.avi", frames, video_size))
-            source_info = {"generated": True, "frames": frames, "size": list(video_size), "codec": "MJPG"}
+        source, source_info = prepare_source(args, options.video_size, workdir)
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
                 "half": args.half, "messages": not args.no_messages}
         total = len(jobs) * args.repeat
@@ -468,22 +529,14 @@ def run(args: argparse.Namespace) -> int:
                 print(progress.line(f"{job.describe()}: {outcome(result)}"), flush=True)
 
     report: dict[str, Any] = {
-        "schema": 1, "tool": f"yolo-edge bench {__version__}",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command_line(args),
-        "environment": bench_report.environment(),
+        **report_head(args),
         "settings": {"sizes": [list(s) for s in sizes], "frames": args.frames, "warmup": args.warmup,
                      "repeat": args.repeat, "threads": threads, "modes": modes, "bare": args.bare,
                      "compare_ultralytics": args.compare_ultralytics, "messages": not args.no_messages,
                      "device": args.device, "half": args.half, "source": source_info,
                      "class_bias": class_bias, "quiet_percent": args.quiet},
-        "models": _model_entries(pairs),
-        "configurations": [
-            {"column": job.column, "model": job.model.label, "format": job.model.format, "mode": job.mode,
-             "runner": job.runner or "yolo-edge", "path": str(job.model.path), "size": list(job.size),
-             "threads": job.threads, "random_weights": job.model.random_weights,
-             "summary": median_summary(job.runs), "runs": job.runs}
-            for job in jobs],
+        "models": model_entries(pairs),
+        "configurations": [{**job.entry(), "summary": median_summary(job.runs), "runs": job.runs} for job in jobs],
     }
     report["targets"] = bench_report.check_targets(report["configurations"])
     written = bench_report.write_all(report, output)
@@ -491,7 +544,12 @@ def run(args: argparse.Namespace) -> int:
     print(bench_report.summary_table(report))
     for path in written:
         print(f"wrote {path}")
-    failed = [c for c in report["configurations"] if "error" in c["summary"]]
+    return report_failures(report["configurations"])
+
+
+def report_failures(configs: list[dict[str, Any]]) -> int:
+    """Say which configurations failed, on stderr; the exit code: 1 if any did."""
+    failed = [c for c in configs if "error" in c["summary"]]
     for config in failed:
         print(f"error: {config['column']} {size_slug(tuple(config['size']))}: {config['summary']['error']}",
               file=sys.stderr)
@@ -506,7 +564,7 @@ def command_line(args: argparse.Namespace) -> str:
                ("--class-bias", "class_bias", "-1.0"), ("--source", "source", None),
                ("--video-size", "video_size", "480x640"), ("--repeat", "repeat", 1), ("--threads", "threads", "0"),
                ("--modes", "modes", "pipeline"),
-               ("--quiet", "quiet", 0.0), ("--device", "device", "auto"))
+               ("--quiet", "quiet", 0.0), ("--device", "device", "auto"), ("--streams", "streams", None))
     for flag, name, default in options:
         value = getattr(args, name)
         if value != default:
@@ -518,7 +576,7 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(part) for part in parts)
 
 
-def _model_entries(pairs: list[tuple[ModelFile, tuple[int, int]]]) -> list[dict[str, Any]]:
+def model_entries(pairs: list[tuple[ModelFile, tuple[int, int]]]) -> list[dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for model, _ in pairs:
         entries.setdefault(str(model.path), {

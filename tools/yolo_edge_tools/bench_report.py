@@ -236,9 +236,7 @@ def machine_line(env: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     configs = report["configurations"]
     settings = report["settings"]
-    source = settings["source"]
-    source_text = (f"a generated {source['size'][0]}×{source['size'][1]} MJPG video of {source['frames']} frames"
-                   if source.get("generated") else f"`{source['path']}`")
+    source_text = describe_source(settings["source"])
     lines = [f"# yolo-edge bench — {report['created']}", "",
              f"Machine: {machine_line(report['environment'])}.", "",
              f"Command: `{report['command']}`", "",
@@ -251,9 +249,7 @@ def markdown(report: dict[str, Any]) -> str:
              "on one preprocessed frame with the same thread settings. *Ultralytics* rows: "
              "`YOLO(model).predict(source=video, stream=True, imgsz=...)` on the same file and video, its own "
              "`Results.speed` per stage.", ""]
-    if any(c["random_weights"] for c in configs):
-        lines += ["Models named by architecture (`.yaml`) were built with **random weights** and exported at each "
-                  f"size: their timings are real, their boxes are not. {_head_note(settings.get('class_bias'))}", ""]
+    lines += random_weights_lines(configs, settings)
     lines += ["## Total latency per frame, ms (p50 of preprocess + inference + postprocess)", "",
               *_grid(configs, lambda s: f"{s['latency_ms']['total']['p50']:.2f}"), "",
               "## End-to-end time per frame, ms (1000 / FPS over the measured frames)", "",
@@ -274,6 +270,21 @@ def markdown(report: dict[str, Any]) -> str:
     if notes:
         lines += ["## Notes", "", *notes, ""]
     return "\n".join(lines)
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """The report's words for the video read: generated (its size and length) or a file."""
+    if source.get("generated"):
+        return f"a generated {source['size'][0]}×{source['size'][1]} MJPG video of {source['frames']} frames"
+    return f"`{source['path']}`"
+
+
+def random_weights_lines(configs: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
+    """The paragraph (and blank line) that says which models have random weights, or none."""
+    if not any(c["random_weights"] for c in configs):
+        return []
+    return ["Models named by architecture (`.yaml`) were built with **random weights** and exported at each "
+            f"size: their timings are real, their boxes are not. {_head_note(settings.get('class_bias'))}", ""]
 
 
 def _head_note(class_bias: float | None) -> str:

@@ -81,13 +81,13 @@ class Recorder:
         self._last = now
         self.detections += detections
         self.measured_s = now - measure_start
-        self.cpu_s = _cpu_seconds() - self._cpu_start
+        self.cpu_s = cpu_seconds() - self._cpu_start
         self._system_end = system_busy_seconds()
 
     def _start_clock(self, now: float) -> float:
         """Start measuring at `now`; returns it."""
         self._measure_start = now
-        self._cpu_start = _cpu_seconds()
+        self._cpu_start = cpu_seconds()
         self._system_start = system_busy_seconds()
         return now
 
@@ -109,9 +109,14 @@ class Recorder:
         """CPU used by other processes while measuring, in % of all cores: how noisy the run was."""
         if self._system_start is None or self._system_end is None or self.measured_s <= 0:
             return None
-        others = (self._system_end - self._system_start) - self.cpu_s
-        cores = os.cpu_count() or 1
-        return round(max(0.0, min(100.0, 100 * others / (self.measured_s * cores))), 1)
+        return others_percent(self._system_end - self._system_start, self.cpu_s, self.measured_s)
+
+
+def others_percent(all_busy_s: float, own_cpu_s: float, wall_s: float) -> float:
+    """CPU that other processes used over `wall_s`, in % of all cores, from all processes' busy seconds
+    (`system_busy_seconds` deltas) and this process' own CPU seconds."""
+    cores = os.cpu_count() or 1
+    return round(max(0.0, min(100.0, 100 * (all_busy_s - own_cpu_s) / (wall_s * cores))), 1)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -127,7 +132,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "mean": round(sum(ordered) / len(ordered), 3), "min": round(ordered[0], 3)}
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
 
@@ -161,14 +166,15 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def config_for(spec: dict[str, Any]):
+def config_for(spec: dict[str, Any], **extra: Any):
+    """The component's configuration for the spec (every frame published); `extra`: more keys."""
     from yolo_edge.config import Config
 
     height, width = spec["size"]
     return Config.from_mapping({
         "model_loc": spec["model"], "camera_id": spec["source"], "MODEL_HEIGHT": height, "MODEL_WIDTH": width,
         "threads": spec.get("threads", 0), "device": spec.get("device", "auto"), "half": spec.get("half", False),
-        "task": spec.get("task", "auto"), "max_publish_rate": 0})
+        "task": spec.get("task", "auto"), "max_publish_rate": 0, **extra})
 
 
 def _count(result: Any) -> int:
@@ -240,7 +246,7 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
     finally:
         feeder.stop()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
-            "info": _info(predictor.info), **_device_path(predictor)}
+            "info": model_info(predictor.info), **_device_path(predictor)}
 
 
 def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
@@ -272,7 +278,7 @@ def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_p
     finally:
         source.close()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
-            "info": _info(predictor.info), **_device_path(predictor)}
+            "info": model_info(predictor.info), **_device_path(predictor)}
 
 
 def load_backend(spec: dict[str, Any]):
@@ -322,7 +328,7 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
         recorder.result({"inference": elapsed, "total": elapsed}, 0)
     backend.close()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
-            "info": _info(backend.info), "bare_call": what}
+            "info": model_info(backend.info), "bare_call": what}
 
 
 def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
@@ -371,7 +377,7 @@ def _device_path(predictor) -> dict[str, Any]:
                               "decode": str(getattr(path, "decode_choice", "?"))}}
 
 
-def _info(info) -> dict[str, Any]:
+def model_info(info) -> dict[str, Any]:
     return {"name": info.name, "format": info.format, "task": info.task, "runtime": info.runtime,
             "device": info.device, "input_shape": list(info.input_shape), "dtype": info.input_dtype}
 
@@ -404,7 +410,10 @@ def measure(spec: dict[str, Any], runners: dict[str, Callable] | None = None) ->
     return summary
 
 
-def main(argv: list[str] | None = None, runners: dict[str, Callable] | None = None) -> int:
+def main(argv: list[str] | None = None, runners: dict[str, Callable] | None = None,
+         measure_spec: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
+    """Measure the spec named on the command line: with `measure_spec` (another kind of benchmark, e.g.
+    bench_streams), else `measure` with `runners`."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -412,7 +421,7 @@ def main(argv: list[str] | None = None, runners: dict[str, Callable] | None = No
     with open(argv[0], encoding="utf-8") as handle:
         spec = json.load(handle)
     try:
-        result = measure(spec, runners)
+        result = measure_spec(spec) if measure_spec is not None else measure(spec, runners)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent as data
         result = {"mode": spec.get("mode"), "model": spec.get("model"), "size": spec.get("size"),
                   "error": f"{type(exc).__name__}: {exc}"}
