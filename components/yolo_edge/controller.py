@@ -306,7 +306,7 @@ class Controller:
         gathered = self._gatherer.gather([(name, run.feeder) for name, run in runs.items()],
                                          self._max_batch(predictor, len(runs)), FEED_TIMEOUT_S,
                                          self._gather_timeout(list(runs.values())))
-        frames: list[tuple[Camera, FeedFrame]] = []
+        frames: list[tuple[Camera, FeedFrame, float]] = []
         for item in gathered:
             camera = self.cameras[item.camera]
             if isinstance(item.item, FeedFailed):
@@ -317,7 +317,7 @@ class Controller:
             elif isinstance(item.item, FeedEnded):
                 self._apply(Event.SOURCE_ENDED, [camera], named=camera.name)
             else:
-                frames.append((camera, item.item))
+                frames.append((camera, item.item, item.waiting_since))
         if frames:
             self._infer(predictor, frames)
 
@@ -331,24 +331,24 @@ class Controller:
         intervals = [run.frame_interval_s for run in runs if run.frame_interval_s]
         return min(min(intervals), MAX_GATHER_S) if intervals else AUTO_GATHER_S
 
-    def _infer(self, predictor: Predictor, frames: Sequence[tuple[Camera, FeedFrame]]) -> None:
-        runs = [camera.run for camera, _ in frames]
+    def _infer(self, predictor: Predictor, frames: Sequence[tuple[Camera, FeedFrame, float]]) -> None:
+        runs = [camera.run for camera, _, _ in frames]
         if any(run is None for run in runs):
             raise RuntimeError("a gathered frame's camera has no run")
-        for (_, item), run in zip(frames, runs):
+        for (_, item, _), run in zip(frames, runs):
             if run is not None:
                 run.note_ready(item)
         try:
-            inferred = infer_frames(predictor, [item for _, item in frames],
+            inferred = infer_frames(predictor, [item for _, item, _ in frames],
                                     [run.fps for run in runs if run is not None], self._gate,
-                                    self.config.publish_detections)
+                                    self.config.publish_detections, [since for _, _, since in frames])
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the component
             log.exception("inference failed")
             cause = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
+            cameras = [camera for camera, _, _ in frames]
             self._error(ErrorCode.INFERENCE_FAILED, f"inference with {predictor.info.name} failed: {cause}; "
                         "the run has stopped, send start to try again", model_loc=self.config.model_loc,
-                        cause=cause, cameras=[camera.name for camera, _ in frames])
-            cameras = [camera for camera, _ in frames]
+                        cause=cause, cameras=[camera.name for camera in cameras])
             self._apply(Event.INFERENCE_FAILED, cameras, error=exc,
                         named=cameras[0].name if len(cameras) == 1 else None)
             return

@@ -33,20 +33,22 @@ class InferredFrame:
 
 
 def infer_frames(predictor: Predictor, frames: Sequence[FeedFrame], fps: Sequence[RollingFPS], gate: PublishGate,
-                 with_detections: bool) -> list[InferredFrame]:
+                 with_detections: bool, waiting_since: Sequence[float] | None = None) -> list[InferredFrame]:
     """Infer and decode `frames` as one batch where the model takes batches (`fps`: each frame's
-    camera's counter); make a frame's segmentation polygons only when its message will carry them
+    camera's counter; `waiting_since`: when the batch gathering began to wait on each frame, by default
+    when it was queued); make a frame's segmentation polygons only when its message will carry them
     (their time is post-processing, in the message and in the statistics alike). Model errors raise."""
     started = time.monotonic()
     predictions = predictor.infer_batch([frame.prepared for frame in frames])
     now = time.monotonic()
     inferred = []
-    for frame, prediction, counter in zip(frames, predictions, fps):
+    since = list(waiting_since) if waiting_since is not None else [frame.ready_at for frame in frames]
+    for frame, prediction, counter, waited_from in zip(frames, predictions, fps, since):
         rate = counter.tick(now)
         published = gate.allow(now)
         if published and with_detections:
             prediction = prediction.finish()
-        wait_ms = max(0.0, (started - frame.ready_at) * 1000) if frame.ready_at else 0.0
+        wait_ms = max(0.0, (started - waited_from) * 1000) if waited_from else 0.0
         inferred.append(InferredFrame(frame, prediction, predictor.info, started, now, rate, published,
                                       prediction.batch_size, wait_ms))
     return inferred

@@ -26,6 +26,7 @@ from .pipeline import FeedFrame, FeedItem, FrameFeeder
 class Gathered:
     camera: str
     item: FeedItem
+    waiting_since: float  # when the gather began to wait on it: when it was queued, or the gather's start
 
 
 class FrameGatherer:
@@ -55,14 +56,15 @@ class FrameGatherer:
         self._first = (self._first + 1) % len(feeds)
         batch: list[Gathered] = []
         taken: set[str] = set()
-        deadline = self._clock() + wait_s
+        started = self._clock()
+        deadline = started + wait_s
         first_at = None
         with self._cond:
             while True:
                 if self._woken:
                     self._woken = False
                     return batch
-                frames = self._take(order, taken, batch, max_batch)
+                frames = self._take(order, taken, batch, max_batch, started)
                 if any(not isinstance(g.item, FeedFrame) for g in batch):
                     return batch  # a source ended or failed: hand it over now
                 if frames >= max_batch or len(taken) == len(order):
@@ -77,7 +79,7 @@ class FrameGatherer:
 
     @staticmethod
     def _take(order: Sequence[tuple[str, FrameFeeder]], taken: set[str], batch: list[Gathered],
-              max_batch: int) -> int:
+              max_batch: int, started: float) -> int:
         """Poll each camera not in the batch yet; returns the batch's frame count."""
         frames = sum(isinstance(g.item, FeedFrame) for g in batch)
         for camera, feeder in order:
@@ -87,7 +89,8 @@ class FrameGatherer:
             if item is None:
                 continue
             taken.add(camera)
-            batch.append(Gathered(camera, item))
+            ready_at = item.ready_at if isinstance(item, FeedFrame) else started
+            batch.append(Gathered(camera, item, max(ready_at, started)))
             if isinstance(item, FeedFrame):
                 frames += 1
         return frames

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Union
 
@@ -52,7 +52,7 @@ class FeedFrame:
     prepared: Prepared
     index: int
     captured_at: float  # time.monotonic() when the frame was read from the device or file
-    ready_at: float = 0.0  # time.monotonic() when it was prepared and queued for inference
+    ready_at: float = 0.0  # time.monotonic() when it was queued for inference (set by the feeder)
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,8 @@ class FrameFeeder:
                     and item.captured_at < self._resumed_at):
                 self._stale += 1  # read before a pause that has ended since
                 return True
+            if isinstance(item, FeedFrame):
+                item = replace(item, ready_at=time.monotonic())  # queued now: ready for inference
             self._items.append(item)
             self._cond.notify_all()
         if self._on_ready is not None:
@@ -233,6 +235,6 @@ class FrameFeeder:
             except Exception as exc:  # noqa: BLE001
                 self._push(FeedFailed(exc))
                 return
-            if not self._push(FeedFrame(prepared, index, captured_at, time.monotonic())):
+            if not self._push(FeedFrame(prepared, index, captured_at)):
                 return
             index += 1
