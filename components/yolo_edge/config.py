@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 
 
 TASKS = ("auto", "detect", "segment", "classify")
+RUNTIMES = ("auto", "onnxruntime", "openvino")  # as yolo_edge.backends.RUNTIMES (config imports no backend)
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
 MIN_MESSAGE_BYTES = 1024  # room for a state, error or summary message
 _TRUE = {"true", "1", "yes", "on"}
@@ -95,6 +96,13 @@ def _as_device(key: str, value: Any) -> str:
     if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
     raise ConfigError(key, value, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _as_runtime(key: str, value: Any) -> str:
+    runtime = _as_str(key, value).lower()
+    if runtime not in RUNTIMES:
+        raise ConfigError(key, value, " | ".join(RUNTIMES))
+    return runtime
 
 
 def _as_task(key: str, value: Any) -> str:
@@ -227,6 +235,9 @@ class Config:
         "task", _as_task, "expected task; 'auto' takes it from the model metadata, anything else must match"))
     device: str = field(default="auto", metadata=_key(
         "device", _as_device, "'auto' (GPU when present), 'cpu', 'cuda' or 'cuda:N'"))
+    runtime: str = field(default="onnxruntime", metadata=_key(
+        "runtime", _as_runtime, "what runs an .onnx model: 'onnxruntime', 'openvino' (CPU, f32) or 'auto' "
+        "(OpenVINO when installed on an x86_64 machine and no GPU is asked for, else ONNX Runtime)"))
     half: bool = field(default=False, metadata=_key(
         "half", _as_bool, "FP16 inference where the backend supports it (PyTorch on CUDA)"))
     max_publish_rate: float = field(default=20.0, metadata=_key(

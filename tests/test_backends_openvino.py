@@ -1,0 +1,226 @@
+"""OpenVINO backend: the same results as ONNX Runtime on the same model (f32), Ultralytics' OpenVINO
+folders, the `runtime` config key and what `auto` picks. Skipped where openvino is not installed."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import MODEL_CACHE, asset_images
+
+from yolo_edge import processing
+from yolo_edge.backends import RUNTIMES, BackendOptions, ModelLoadError, choose_runtime, format_for, load_backend
+from yolo_edge.config import RUNTIMES as CONFIG_RUNTIMES
+from yolo_edge.config import Config, ConfigError
+from yolo_edge.predictor import PostprocessSettings, Predictor
+
+pytest.importorskip("openvino")
+
+SIZE = 320
+BOX_TOLERANCE_PX = 0.05  # frame pixels
+SCORE_TOLERANCE = 1e-3
+# Polygons: a mask pixel (model-input resolution) near the 0.5 threshold can flip between runtimes and
+# move the outline. Measured on bus.jpg and zidane.jpg: 0 for all but one of 87 polygons, that one 8
+# frame px on zidane.jpg (1280 wide, 4 frame px per model pixel at 320) = 2 model pixels.
+POLYGON_TOLERANCE_MODEL_PX = 2.0
+
+
+def predictor(path: Path, runtime: str) -> Predictor:
+    backend = load_backend(path, BackendOptions(device="cpu", input_size=(SIZE, SIZE), runtime=runtime))
+    return Predictor(backend, PostprocessSettings())
+
+
+def frames() -> list[np.ndarray]:
+    images = [cv2.imread(str(p)) for p in asset_images()]
+    return [image for image in images if image is not None]
+
+
+def polygon_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest distance from a vertex of either outline to the other outline (a Hausdorff distance
+    between the outlines, taken at their vertices)."""
+    def farthest(points: np.ndarray, outline: np.ndarray) -> float:
+        contour = outline.astype(np.float32).reshape(-1, 1, 2)
+        return max((abs(cv2.pointPolygonTest(contour, (float(x), float(y)), True)) for x, y in points),
+                   default=0.0)
+    return max(farthest(a, b), farthest(b, a))
+
+
+def matching_order(ours: processing.Detections | processing.Classification,
+                   reference: processing.Detections | processing.Classification) -> list[int]:
+    """For each reference result, the index of our result of the same class with the nearest score (and
+    box): rows of near-equal scores may come out in either order."""
+    unused = set(range(len(ours)))
+    order = []
+    for i in range(len(reference)):
+        candidates = [j for j in unused if ours.class_ids[j] == reference.class_ids[i]]
+        assert candidates, f"reference result {i} (class {reference.class_ids[i]}) has no counterpart"
+
+        def gap(j: int, i: int = i) -> float:
+            box_gap = (float(np.abs(ours.boxes[j] - reference.boxes[i]).max())
+                       if isinstance(ours, processing.Detections) and isinstance(reference, processing.Detections)
+                       else 0.0)
+            return abs(float(ours.scores[j] - reference.scores[i])) + box_gap
+        best = min(candidates, key=gap)
+        unused.discard(best)
+        order.append(best)
+    return order
+
+
+def assert_same(ours: processing.Detections | processing.Classification,
+                reference: processing.Detections | processing.Classification,
+                frame_px_per_model_px: float) -> dict[str, float]:
+    """Same classes, boxes and scores within the tolerances (polygons too); returns the largest gaps."""
+    assert len(ours) == len(reference)
+    order = matching_order(ours, reference)
+    np.testing.assert_array_equal(ours.class_ids[order], reference.class_ids)
+    np.testing.assert_allclose(ours.scores[order], reference.scores, atol=SCORE_TOLERANCE, rtol=0)
+    gaps = {"score": float(np.abs(ours.scores[order] - reference.scores).max(initial=0.0))}
+    if isinstance(ours, processing.Detections) and isinstance(reference, processing.Detections):
+        np.testing.assert_allclose(ours.boxes[order], reference.boxes, atol=BOX_TOLERANCE_PX, rtol=0)
+        gaps["box_px"] = float(np.abs(ours.boxes[order] - reference.boxes).max(initial=0.0))
+        if ours.polygons is not None and reference.polygons is not None:
+            distances = [polygon_distance(ours.polygons[j], b) for j, b in zip(order, reference.polygons)]
+            gaps["polygon_px"] = max(distances, default=0.0)
+            assert gaps["polygon_px"] <= POLYGON_TOLERANCE_MODEL_PX * frame_px_per_model_px
+    return gaps
+
+
+def assert_runtimes_agree(openvino_model: Path, onnx_model: Path) -> None:
+    ov, ort = predictor(openvino_model, "openvino"), predictor(onnx_model, "onnxruntime")
+    assert ov.backend.info.runtime.startswith("openvino ") and ov.backend.info.runtime.endswith("(CPU, f32)")
+    assert (ov.backend.info.task, ov.backend.info.names, ov.backend.info.stride) == \
+        (ort.backend.info.task, ort.backend.info.names, ort.backend.info.stride)
+    detections = 0
+    for frame in frames():
+        ours, reference = ov.predict(frame).result, ort.predict(frame).result
+        gaps = assert_same(ours, reference, max(frame.shape[:2]) / SIZE)
+        detections += len(reference)
+        print(f"{openvino_model.name}: {len(reference)} results, largest gaps {gaps}")
+    assert detections > 0
+
+
+@pytest.mark.parametrize("task", ["detect", "segment", "classify"])
+def test_openvino_equals_onnxruntime_on_the_same_onnx_file(task: str, random_model: Callable[..., Path]) -> None:
+    model = random_model(task, SIZE if task != "classify" else 224, class_bias=-1.5 if task != "classify" else -3.0)
+    assert_runtimes_agree(model, model)
+
+
+@pytest.fixture(scope="module")
+def openvino_folder() -> tuple[Path, Path]:
+    """(OpenVINO IR folder, ONNX file) exported by Ultralytics from one random detect checkpoint."""
+    pytest.importorskip("ultralytics")
+    from yolo_edge_tools.modelgen import export_model, make_random_model
+
+    directory = MODEL_CACHE / f"openvino-ir-detect-{SIZE}"
+    done = directory / "DONE"
+    if not done.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        checkpoint = make_random_model(directory, "detect", SIZE, "pt", class_bias=-1.5)
+        folder = export_model(checkpoint, "openvino", SIZE)
+        onnx_file = export_model(checkpoint, "onnx", SIZE)
+        done.write_text(f"{folder}\n{onnx_file}")
+    folder_text, onnx_text = done.read_text().split("\n")
+    return Path(folder_text), Path(onnx_text)
+
+
+def test_an_ultralytics_openvino_folder_loads_and_equals_onnxruntime(openvino_folder: tuple[Path, Path]) -> None:
+    folder, onnx_file = openvino_folder
+    assert folder.is_dir() and folder.name.endswith("_openvino_model")
+    assert format_for(folder) == "openvino"
+    backend = load_backend(folder)
+    assert backend.info.format == "openvino" and backend.info.task == "detect"
+    assert backend.info.names and backend.info.device == "cpu" and backend.device_frames is None
+    backend.close()
+    assert_runtimes_agree(folder, onnx_file)
+
+
+def test_a_missing_openvino_folder_is_a_load_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="folder not found"):
+        load_backend(tmp_path / "yolov8n_openvino_model")
+    empty = tmp_path / "empty_openvino_model"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="one .xml file; found 0"):
+        load_backend(empty)
+
+
+def test_openvino_refuses_a_gpu_device(random_model: Callable[..., Path]) -> None:
+    with pytest.raises(ModelLoadError, match="config key 'device' is 'cuda'"):
+        load_backend(random_model("detect", SIZE), BackendOptions(device="cuda", runtime="openvino"))
+
+
+def test_runtime_key_default_and_validation() -> None:
+    assert Config().runtime == "onnxruntime"
+    assert CONFIG_RUNTIMES == RUNTIMES
+    assert Config.from_mapping({"runtime": "OpenVINO"}).runtime == "openvino"
+    for bad in ("tensorrt", "", 3):
+        with pytest.raises(ConfigError, match="runtime"):
+            Config.from_mapping({"runtime": bad})
+
+
+def test_load_backend_refuses_an_unknown_runtime(random_model: Callable[..., Path]) -> None:
+    with pytest.raises(ModelLoadError, match="config key 'runtime' is 'tvm'"):
+        load_backend(random_model("detect", SIZE), BackendOptions(runtime="tvm"))
+
+
+@pytest.mark.parametrize(("configured", "device", "installed", "machine", "expected"), [
+    ("onnxruntime", "auto", True, "x86_64", "onnxruntime"),
+    ("openvino", "auto", False, "aarch64", "openvino"),  # configured: loading says what is missing
+    ("auto", "auto", True, "x86_64", "openvino"),
+    ("auto", "cpu", True, "AMD64", "openvino"),
+    ("auto", "auto", False, "x86_64", "onnxruntime"),
+    ("auto", "auto", True, "aarch64", "onnxruntime"),
+    ("auto", "cuda", True, "x86_64", "onnxruntime"),
+    ("auto", "cuda:1", True, "x86_64", "onnxruntime"),
+])
+def test_auto_runtime_choice(configured: str, device: str, installed: bool, machine: str, expected: str) -> None:
+    runtime, why = choose_runtime(configured, device, installed, machine)
+    assert runtime == expected and why
+
+
+def test_auto_runtime_loads_openvino_here_on_x86_64(random_model: Callable[..., Path]) -> None:
+    import platform
+
+    backend = load_backend(random_model("detect", SIZE), BackendOptions(runtime="auto"))
+    expected = "openvino" if platform.machine().lower() in ("x86_64", "amd64") else "onnxruntime"
+    assert backend.info.runtime.startswith(expected)
+
+
+def test_threads_and_batches(random_model: Callable[..., Path]) -> None:
+    model = random_model("detect", SIZE, dynamic=True)
+    backend = load_backend(model, BackendOptions(threads=1, input_size=(SIZE, SIZE), runtime="openvino"))
+    reference = load_backend(model, BackendOptions(input_size=(SIZE, SIZE)))
+    assert backend.info.max_batch == reference.info.max_batch > 1
+    batch = np.random.default_rng(0).random((3, 3, SIZE, SIZE), dtype=np.float32)
+    for ours, theirs in zip(backend.infer(batch), reference.infer(batch)):
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, atol=0.1, rtol=1e-3)
+    backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.infer(batch)
+
+
+def median_infer_ms(path: Path, runtime: str, calls: int = 20) -> float:
+    backend = load_backend(path, BackendOptions(device="cpu", runtime=runtime))
+    tensor = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    backend.infer(tensor)  # warm-up
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        backend.infer(tensor)
+        times.append((time.perf_counter() - start) * 1000)
+    backend.close()
+    return statistics.median(times)
+
+
+def test_latency_onnxruntime_vs_openvino(random_model: Callable[..., Path]) -> None:
+    """Printed, not asserted: YOLOv8n 640, median of 20 calls each."""
+    model = random_model("detect", 640)
+    ort_ms, ov_ms = median_infer_ms(model, "onnxruntime"), median_infer_ms(model, "openvino")
+    print(f"YOLOv8n 640 on this CPU: onnxruntime {ort_ms:.1f} ms, openvino f32 {ov_ms:.1f} ms")
