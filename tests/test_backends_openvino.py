@@ -22,6 +22,8 @@ from yolo_edge.predictor import PostprocessSettings, Predictor
 
 pytest.importorskip("openvino")
 
+from yolo_edge.backends.openvino import OpenVinoBackend  # noqa: E402  (after the skip)
+
 SIZE = 320
 BOX_TOLERANCE_PX = 0.05  # frame pixels
 SCORE_TOLERANCE = 1e-3
@@ -197,6 +199,10 @@ def test_threads_and_batches(random_model: Callable[..., Path]) -> None:
     backend = load_backend(model, BackendOptions(threads=1, input_size=(SIZE, SIZE), runtime="openvino"))
     reference = load_backend(model, BackendOptions(input_size=(SIZE, SIZE)))
     assert backend.info.max_batch == reference.info.max_batch > 1
+    assert isinstance(backend, OpenVinoBackend)
+    assert int(backend.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    assert backend.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    assert str(backend.compiled.get_property("PERFORMANCE_HINT")).endswith("LATENCY")
     batch = np.random.default_rng(0).random((3, 3, SIZE, SIZE), dtype=np.float32)
     for ours, theirs in zip(backend.infer(batch), reference.infer(batch)):
         assert ours.shape == theirs.shape
