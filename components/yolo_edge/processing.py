@@ -393,6 +393,18 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         return iou
 
 
+def _float32_at_or_below(value: float) -> np.float32:
+    """The largest float32 <= `value`: for a float32 x, x > value (in reals) exactly when x > this.
+
+    Comparing a float32 array with a float64 scalar is done in float32 by numpy < 2 (value-based casting)
+    and in float64 by numpy >= 2; this makes both give torchvision's answer (float32 IoU > double threshold).
+    """
+    below: np.float32 = np.float32(value)
+    if float(below) > value:
+        below = np.float32(np.nextafter(below, np.float32(-np.inf)))
+    return below
+
+
 def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
     """Greedy suppression of boxes already sorted best first; returns kept positions, at most `max_keep`.
 
@@ -402,9 +414,8 @@ def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None
     """
     limit = len(boxes) if max_keep is None else max_keep
     keep: list[int] = []
-    # torchvision compares the float32 IoU with the double threshold (a float64 scalar makes numpy compare
-    # in float64 too); NaN (empty boxes) never suppresses.
-    threshold = np.float64(iou_threshold)
+    # torchvision compares the float32 IoU with the double threshold; NaN (empty boxes) never suppresses.
+    threshold = _float32_at_or_below(iou_threshold)
     for start in range(0, len(boxes), _NMS_BLOCK):
         block = boxes[start:start + _NMS_BLOCK]
         suppressed = np.zeros(len(block), bool)
