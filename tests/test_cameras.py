@@ -228,3 +228,20 @@ def test_batched_results_are_those_of_the_same_frames_run_one_by_one(broker, ran
                 assert a["score"] == pytest.approx(b["score"], abs=2e-4)
                 compared += 1
     assert compared > 50, "too few detections for a meaningful comparison"
+
+
+def test_starting_a_camera_while_another_runs_an_older_model_keeps_that_model(broker, model, videos, tmp_path):
+    config = cameras_config(model, {"dock-1": str(videos[0]), "dock-2": str(videos[1])})
+    with running_component(broker, config) as (component, operator):
+        operator.send({"status": "start", "camera": "dock-1"})
+        operator.wait_for(frame_of("dock-1"), count=2)
+        mark = operator.mark()
+        component.submit_config({**config.to_mapping(), "model_loc": str(tmp_path / "missing.onnx")})
+        operator.wait_for(is_status("model_kept"), since=mark)
+        operator.send({"status": "start", "camera": "dock-2", "request_id": "b"})
+        refused = operator.wait_for(is_type("error", request_id="b"), since=mark)
+        assert refused["code"] == "model_load_failed" and refused["running_model"] == model.name
+        after = operator.mark()
+        operator.wait_for(frame_of("dock-1"), since=after, count=3)  # dock-1 runs on with the model it had
+        assert component.controller.cameras["dock-2"].state.value == "idle"
+        assert not operator.since(mark, is_type("error", code="internal_error"))

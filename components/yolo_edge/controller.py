@@ -220,7 +220,7 @@ class Controller:
         `named`: the camera the event is about (a command for one camera, one camera's source)."""
         before = self.state
         if event is Event.START and any(camera.state is State.IDLE for camera in cameras) \
-                and not self._ensure_model(request_id):
+                and not self._ensure_model_for_start(request_id):
             cameras = [camera for camera in cameras if camera.state is not State.IDLE]  # said why already
         outcomes: list[Outcome] = []
         ended: dict[str, Run] = {}
@@ -433,6 +433,20 @@ class Controller:
         self._emit(messages.status_message(StatusEvent.MODEL_LOADED, f"loaded {info.name}",
                                            model=messages.model_block(info), model_loc=config.model_loc,
                                            load_s=round(outcome.load_s, 3)))
+        return True
+
+    def _ensure_model_for_start(self, request_id: str | None) -> bool:
+        """A start runs the configured model. While other cameras run, the model they run stays loaded
+        until the configured one is ready (and stays if it cannot be loaded); once it is, their sources
+        are restarted so their frames are prepared for it."""
+        others_run = self.state is not State.IDLE
+        previous = self.predictor
+        if not self._ensure_model(request_id, keep_previous=others_run):
+            return False
+        if others_run and self.predictor is not previous:
+            for camera in list(self.cameras.values()):
+                if camera.run is not None:
+                    self._restart_source(camera)
         return True
 
     # ---- configuration ----
