@@ -46,8 +46,7 @@ def command_modules() -> dict[str, str]:
     """Every command's module: the runtime's, then the installed tools' (the runtime's win a clash)."""
     modules = dict(RUNTIME_COMMANDS)
     installed = command_entry_points()
-    for name in sorted(installed, key=lambda name: (name not in TOOL_COMMANDS, TOOL_COMMANDS.index(name)
-                                                      if name in TOOL_COMMANDS else 0, name)):
+    for name in [*(name for name in TOOL_COMMANDS if name in installed), *sorted(installed)]:
         modules.setdefault(name, installed[name])
     return modules
 

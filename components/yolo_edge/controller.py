@@ -34,7 +34,7 @@ from .predictor import PostprocessSettings, Predictor, load_predictor
 from .replies import Outcome, Rejected, aggregate_state, camera_states, reply_for
 from .run import Run, summary_message
 from .sources import FrameSource, SourceError, SourceEvent, SourceEventKind, open_source
-from .transitions import Effect, Event, State, Transition, transition
+from .transitions import Effect, Event, State, transition
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,16 @@ class Camera:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+@dataclass(frozen=True)
+class _GatheredFrame:
+    """A frame of the batch being inferred, with the camera and run it belongs to."""
+
+    camera: Camera
+    run: Run
+    item: FeedFrame
+    waiting_since: float  # see gather.Gathered
 
 
 class Controller:
@@ -229,7 +239,7 @@ class Controller:
             if found is None:
                 continue
             previous = camera.state
-            applied = all(self._effect(effect, camera, found, request_id, ended) for effect in found.effects)
+            applied = all(self._effect(effect, camera, request_id, ended) for effect in found.effects)
             if applied:
                 camera.state = found.state
             outcomes.append(Outcome(camera.name, previous, camera.state, found, applied))
@@ -237,8 +247,7 @@ class Controller:
             self._emit_summary(ended, final=True, state=before)
         self._reply(outcomes, before, request_id, reason, error, named)
 
-    def _effect(self, effect: Effect, camera: Camera, found: Transition, request_id: str | None,
-                ended: dict[str, Run]) -> bool:
+    def _effect(self, effect: Effect, camera: Camera, request_id: str | None, ended: dict[str, Run]) -> bool:
         """Carry out one effect for `camera`; False when it failed (already reported) and the transition stops."""
         if effect is Effect.START_RUN:
             return self._start_run(camera, request_id)
@@ -299,14 +308,14 @@ class Controller:
     # ---- running ----
     def _step(self) -> None:
         predictor = self.predictor
-        running = [camera for camera in self.cameras.values() if camera.state is State.RUNNING and camera.run]
-        if predictor is None or not running:
+        runs = {name: camera.run for name, camera in self.cameras.items()
+                if camera.state is State.RUNNING and camera.run is not None}
+        if predictor is None or not runs:
             raise RuntimeError(f"state {self.state.value} without a model or a run")
-        runs = {camera.name: camera.run for camera in running if camera.run is not None}
         gathered = self._gatherer.gather([(name, run.feeder) for name, run in runs.items()],
                                          self._max_batch(predictor, len(runs)), FEED_TIMEOUT_S,
                                          self._gather_timeout(list(runs.values())))
-        frames: list[tuple[Camera, FeedFrame, float]] = []
+        frames: list[_GatheredFrame] = []
         for item in gathered:
             camera = self.cameras[item.camera]
             if isinstance(item.item, FeedFailed):
@@ -317,7 +326,7 @@ class Controller:
             elif isinstance(item.item, FeedEnded):
                 self._apply(Event.SOURCE_ENDED, [camera], named=camera.name)
             else:
-                frames.append((camera, item.item, item.waiting_since))
+                frames.append(_GatheredFrame(camera, runs[camera.name], item.item, item.waiting_since))
         if frames:
             self._infer(predictor, frames)
 
@@ -331,40 +340,33 @@ class Controller:
         intervals = [run.frame_interval_s for run in runs if run.frame_interval_s]
         return min(min(intervals), MAX_GATHER_S) if intervals else AUTO_GATHER_S
 
-    def _infer(self, predictor: Predictor, frames: Sequence[tuple[Camera, FeedFrame, float]]) -> None:
-        runs = [camera.run for camera, _, _ in frames]
-        if any(run is None for run in runs):
-            raise RuntimeError("a gathered frame's camera has no run")
-        for (_, item, _), run in zip(frames, runs):
-            if run is not None:
-                run.note_ready(item)
+    def _infer(self, predictor: Predictor, frames: Sequence[_GatheredFrame]) -> None:
+        for frame in frames:
+            frame.run.note_ready(frame.item)
         try:
-            inferred = infer_frames(predictor, [item for _, item, _ in frames],
-                                    [run.fps for run in runs if run is not None], self._gate,
-                                    self.config.publish_detections, [since for _, _, since in frames])
+            inferred = infer_frames(predictor, [frame.item for frame in frames], [frame.run.fps for frame in frames],
+                                    self._gate, self.config.publish_detections,
+                                    [frame.waiting_since for frame in frames])
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the component
             log.exception("inference failed")
             cause = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
-            cameras = [camera for camera, _, _ in frames]
+            cameras = [frame.camera for frame in frames]
             self._error(ErrorCode.INFERENCE_FAILED, f"inference with {predictor.info.name} failed: {cause}; "
                         "the run has stopped, send start to try again", model_loc=self.config.model_loc,
                         cause=cause, cameras=[camera.name for camera in cameras])
             self._apply(Event.INFERENCE_FAILED, cameras, error=exc,
                         named=cameras[0].name if len(cameras) == 1 else None)
             return
-        for frame, run in zip(inferred, runs):
-            if run is None:
-                continue
+        for frame, result in zip(frames, inferred):
             self._seq += 1
-            run.record(frame)
-            if frame.published:
-                run.publish(frame, self._seq, self.config.frames_per_message, self.config.publish_detections,
-                            self._emit)
+            frame.run.record(result)
+            if result.published:
+                frame.run.publish(result, self._seq, self.config.frames_per_message, self.config.publish_detections,
+                                  self._emit)
         interval = self.config.summary_interval_s
         if interval and time.monotonic() - self._last_summary >= interval:
-            running = {name: camera.run for name, camera in self.cameras.items()
-                       if camera.run is not None and camera.state is not State.IDLE}
-            self._emit_summary(running, final=False, state=self.state)
+            active = {name: camera.run for name, camera in self.cameras.items() if camera.run is not None}
+            self._emit_summary(active, final=False, state=self.state)
 
     # ---- replies ----
     def _error(self, code: ErrorCode, message: str, request_id: str | None = None, **extra: Any) -> bool:
@@ -444,9 +446,7 @@ class Controller:
         if not self._ensure_model(request_id, keep_previous=others_run):
             return False
         if others_run and self.predictor is not previous:
-            for camera in list(self.cameras.values()):
-                if camera.run is not None:
-                    self._restart_source(camera)
+            self._restart_sources()
         return True
 
     # ---- configuration ----
@@ -505,10 +505,7 @@ class Controller:
         previous = self.predictor
         if self._ensure_model(keep_previous=running):
             if self.predictor is not previous:
-                # Frames already prepared for the old input size must be prepared again.
-                for camera in list(self.cameras.values()):
-                    if camera.run is not None:
-                        self._restart_source(camera)
+                self._restart_sources()
             return
         if running and previous is not None:
             self._emit(messages.status_message(
@@ -516,6 +513,12 @@ class Controller:
                 f"configured model {self.config.model_loc} could not be loaded and is retried at the next start",
                 running_model=previous.info.name, running_model_loc=old_config.model_loc,
                 configured_model_loc=self.config.model_loc))
+
+    def _restart_sources(self) -> None:
+        """After a model change: frames already prepared for the old model must be prepared again."""
+        for camera in list(self.cameras.values()):
+            if camera.run is not None:
+                self._restart_source(camera)
 
     def _restart_source(self, camera: Camera) -> None:
         run, predictor = camera.run, self.predictor

@@ -91,7 +91,6 @@ class FrameFeeder:
         self._running = True
         self._stopped = False
         self._paused = False
-        self._woken = False
         self._resumed_at = 0.0
         self._stale = 0
         # Buffers for letterbox/tensor reuse: one per slot in flight (queued + being filled + in use).
@@ -129,12 +128,9 @@ class FrameFeeder:
             self._cond.notify_all()
 
     def get(self, timeout: float) -> FeedItem | None:
-        """The next item, or None when nothing arrived within `timeout` seconds or `wake()` was
-        called (the consumer has something else to do first)."""
+        """The next item, or None when nothing arrived within `timeout` seconds."""
         with self._cond:
-            self._cond.wait_for(lambda: self._items or self._woken, timeout)
-            if self._woken or not self._items:
-                self._woken = False
+            if not self._cond.wait_for(lambda: self._items, timeout):
                 return None
             item = self._items.popleft()
             self._cond.notify_all()
@@ -148,12 +144,6 @@ class FrameFeeder:
             item = self._items.popleft()
             self._cond.notify_all()
             return item
-
-    def wake(self) -> None:
-        """Make a waiting (or the next) `get()` return None at once."""
-        with self._cond:
-            self._woken = True
-            self._cond.notify_all()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the thread and close the source; later calls do nothing."""

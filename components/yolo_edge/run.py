@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Mapping
 from . import messages
 from .backends import ModelInfo
 from .frame_step import InferredFrame, frame_message
-from .metrics import RollingFPS, RunStats, percentiles
+from .metrics import STAGES, RollingFPS, RunStats, percentiles
 from .pipeline import DropPolicy, FeedFrame, FrameFeeder
 from .predictor import Predictor
 from .sources import FrameSource, SourceEvent
@@ -120,7 +120,7 @@ class Run:
             "frames_not_published": stats.dropped, "fps": round(stats.fps(), 2),
             "elapsed_s": round(now - stats.started, 2), "latency_ms": stats.latency_summary(),
             "frames_read": self.feeder.frames_read, "frames_dropped_stale": self.feeder.frames_dropped}
-        if self.source.live:
+        if self.live:
             values.update(source_outages=self.source_outages, source_connected=self.source.connected)
         return values
 
@@ -139,14 +139,9 @@ def summary_message(runs: Mapping[str, Run], state: str, info: ModelInfo | None,
     if live:
         totals.update(source_outages=sum(f["source_outages"] for f in live),
                       source_connected=all(f["source_connected"] for f in live))
-    if len(runs) == 1:
-        (only,) = runs.values()
-        latency = only.stats.latency_summary()
-        fps = only.stats.fps()
-    else:
-        latency = {stage: percentiles([v for run in runs.values() for v in run.stats.latencies[stage]])
-                   for stage in next(iter(runs.values())).stats.latencies} if runs else {}
-        fps = sum(run.stats.fps() for run in runs.values())
+    latency = {stage: percentiles([v for run in runs.values() for v in run.stats.latencies[stage]])
+               for stage in STAGES} if runs else {}
+    fps = sum(run.stats.fps() for run in runs.values())
     return messages.summary_message(
         state=state, info=info, source=", ".join(f["source"] for f in per_camera.values()),
         frames=sum(f["frames"] for f in per_camera.values()),
