@@ -58,7 +58,7 @@ def test_publisher_drops_frames_first_while_disconnected_and_reports_the_count()
     from yolo_edge.publisher import Publisher
 
     transport = SwitchedTransport()
-    publisher = Publisher(transport, lambda: OUT, capacity=5, retry_interval_s=0.05).start()
+    publisher = Publisher(transport, lambda kind: OUT, capacity=5, retry_interval_s=0.05).start()
     try:
         publisher.submit({"type": "state", "reason": "start command"})
         for seq in range(1, 11):
@@ -78,7 +78,7 @@ def test_publisher_buffer_is_bounded_in_bytes_too():
     from yolo_edge.publisher import Publisher
 
     transport = SwitchedTransport()
-    publisher = Publisher(transport, lambda: OUT, capacity=1000, capacity_bytes=50_000,
+    publisher = Publisher(transport, lambda kind: OUT, capacity=1000, capacity_bytes=50_000,
                           retry_interval_s=0.05).start()
     try:
         for seq in range(1, 101):
@@ -97,7 +97,7 @@ def test_publisher_survives_messages_it_cannot_encode_or_the_transport_rejects()
 
     transport = SwitchedTransport()
     transport.up = True
-    publisher = Publisher(transport, lambda: OUT, retry_interval_s=0.05).start()
+    publisher = Publisher(transport, lambda kind: OUT, retry_interval_s=0.05).start()
     try:
         publisher.submit({"type": "summary", "fps": float("nan")})  # not JSON: dropped, counted
         transport.reject = ValueError("payload rejected")  # not a TransportError: dropped, counted
@@ -121,7 +121,7 @@ def test_publisher_drops_a_message_refused_for_good_and_keeps_publishing():
 
     transport = SwitchedTransport()
     transport.up = True
-    publisher = Publisher(transport, lambda: OUT, retry_interval_s=0.05).start()
+    publisher = Publisher(transport, lambda kind: OUT, retry_interval_s=0.05).start()
     try:
         transport.reject = Refused("not authorized")
         publisher.submit(_frame(1))
@@ -169,7 +169,7 @@ def test_frame_messages_are_fitted_under_the_transport_or_configured_limit(trans
 
     transport.publish = publish  # type: ignore[method-assign]
     limit = (lambda: configured) if configured else None
-    publisher = Publisher(transport, lambda: OUT, retry_interval_s=0.05, max_bytes=limit).start()
+    publisher = Publisher(transport, lambda kind: OUT, retry_interval_s=0.05, max_bytes=limit).start()
     try:
         publisher.submit(_many_detections_frame(1))
         wait_until(lambda: len(transport.published) == 1)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import messages
 from .config import Config
 from .controller import Controller
 from .predictor import Predictor, load_predictor
@@ -35,7 +36,7 @@ class Component:
                  publish_buffer: int = CAPACITY_MESSAGES, publish_buffer_bytes: int = CAPACITY_BYTES,
                  controller_options: dict[str, Any] | None = None) -> None:
         self.transport = transport
-        self.publisher = Publisher(transport, topic=lambda: self.controller.config.output_topic,
+        self.publisher = Publisher(transport, topic=self._topic_for,
                                    capacity=publish_buffer, capacity_bytes=publish_buffer_bytes,
                                    max_bytes=self._max_message_bytes)
         self.controller = Controller(config, self.publisher.submit, predictor_factory, source_factory,
@@ -44,6 +45,13 @@ class Component:
         self._thread = threading.Thread(target=self.controller.run, name="controller", daemon=True)
         self._stopped = False
         self._limit_warned = 0  # the configured max_message_bytes last warned about
+
+    def _topic_for(self, kind: str) -> str:
+        """The topic of a message type: event messages on event_topic_out when it is set."""
+        config = self.controller.config
+        if config.event_topic_out and kind in messages.EVENT_TYPES:
+            return config.event_topic_out
+        return config.output_topic
 
     def _max_message_bytes(self) -> int:
         # Never above what the transport carries: nucleus lite drops the connection on a larger request.

@@ -1,4 +1,4 @@
-"""`yolo-edge` command line: run | send from the runtime; demo | export | bench from the tools package.
+"""`yolo-edge` command line: run | snapshot | send from the runtime; demo | export | bench from the tools package.
 
 The runtime never imports the tools. They register their commands under the entry-point group
 `yolo_edge.commands` (each entry point names a module with `add_parser(subparsers)`); a tool command
@@ -23,7 +23,7 @@ from .config import Config, ConfigError
 ENTRY_POINT_GROUP = "yolo_edge.commands"
 # Commands of the runtime itself; each module exposes add_parser(subparsers), whose parser sets
 # `handler=run` with run(args) -> int.
-RUNTIME_COMMANDS = {"run": "yolo_edge.cli_run"}
+RUNTIME_COMMANDS = {"run": "yolo_edge.cli_run", "snapshot": "yolo_edge.cli_snapshot"}
 # Commands the tools package provides, and the pip extra that installs it.
 TOOL_COMMANDS = ("demo", "export", "bench")
 TOOLS_EXTRA = "tools"

@@ -13,7 +13,14 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from enum import Enum
+from typing import Any, Optional
+
+from .scene.filters import DetectionFilter
+from .scene.lines import LineSpec, parse_lines
+from .scene.tracking import TrackerSettings
+from .scene.zones import ZoneSpec, parse_zones
+from .snapshots import SnapshotSettings
 
 
 class ConfigError(ValueError):
@@ -138,17 +145,29 @@ DEFAULT_CAMERA = "default"  # the one camera `camera_id` names when `cameras` is
 MAX_CAMERAS = 64
 MAX_BATCH_SIZE = 64
 CAMERA_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-CAMERA_KEYS = ("source", "loop_source", "max_fps")
+CAMERA_KEYS = ("source", "loop_source", "max_fps", "filters", "zones", "lines")
+
+
+class PublishFrames(Enum):
+    """Which inferred frames get a `frame` message (config `publish_frames`)."""
+
+    ALL = "all"
+    DETECTIONS = "detections"  # only frames with at least one detection (after the filters)
+    NONE = "none"
 
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """One camera of `cameras`: a short name, a source (anything `camera_id` accepts) and its overrides."""
+    """One camera of `cameras`: a short name, a source (anything `camera_id` accepts) and its overrides.
+    `filters`, `zones` and `lines` of None take the component's own (top-level) keys."""
 
     name: str
     source: str
     loop_source: bool | None = None  # None: the component's `loop_source`
     max_fps: float = 0.0  # frames taken from the source per second at most; 0 = as fast as it delivers
+    filters: Optional[DetectionFilter] = None
+    zones: Optional[tuple[ZoneSpec, ...]] = None
+    lines: Optional[tuple[LineSpec, ...]] = None
 
     def to_mapping(self) -> dict[str, Any]:
         values: dict[str, Any] = {"source": self.source}
@@ -156,7 +175,15 @@ class CameraSpec:
             values["loop_source"] = self.loop_source
         if self.max_fps:
             values["max_fps"] = self.max_fps
+        for key in ("filters", "zones", "lines"):
+            if getattr(self, key) is not None:
+                values[key] = getattr(self, key)
         return values
+
+    @property
+    def reading(self) -> tuple[str, bool | None, float]:
+        """What decides how the source is read: a change here reopens it; a scene change does not."""
+        return self.source, self.loop_source, self.max_fps
 
 
 def _as_camera_name(key: str, name: Any) -> str:
@@ -178,9 +205,15 @@ def _as_camera(name: str, value: Any) -> CameraSpec:
     if "source" not in value:
         raise ConfigError(f"{key}.source", None, "a camera index, a video file, an image folder or a stream URL")
     loop = value.get("loop_source")
+    filters = value.get("filters")
+    zones = value.get("zones")
+    lines = value.get("lines")
     return CameraSpec(name, _as_source(f"{key}.source", value["source"]),
                       None if loop is None else _as_bool(f"{key}.loop_source", loop),
-                      float(_ranged(float, 0.0, 1000.0)(f"{key}.max_fps", value.get("max_fps", 0.0))))
+                      float(_ranged(float, 0.0, 1000.0)(f"{key}.max_fps", value.get("max_fps", 0.0))),
+                      None if filters is None else _as_filters(f"{key}.filters", filters),
+                      None if zones is None else _as_zones(f"{key}.zones", zones),
+                      None if lines is None else _as_lines(f"{key}.lines", lines))
 
 
 def _as_cameras(key: str, value: Any) -> tuple[CameraSpec, ...]:
@@ -197,6 +230,63 @@ def _as_cameras(key: str, value: Any) -> tuple[CameraSpec, ...]:
     if len(value) > MAX_CAMERAS:
         raise ConfigError(key, f"{len(value)} cameras", f"at most {MAX_CAMERAS} cameras")
     return tuple(_as_camera(_as_camera_name(key, name), spec) for name, spec in value.items())
+
+
+def _as_object(key: str, value: Any, example: str) -> Any:
+    """A configuration object: a mapping, or its JSON text (as `--set` and recipes hold it); "" = {}."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, value, f"a JSON object, e.g. {example} ({exc.msg})") from None
+    return value
+
+
+def _as_filters(key: str, value: Any) -> DetectionFilter:
+    if isinstance(value, DetectionFilter):
+        return value
+    return DetectionFilter.from_mapping(key, _as_object(key, value, '{"classes": ["person"], "min_score": 0.5}'))
+
+
+def _as_zones(key: str, value: Any) -> tuple[ZoneSpec, ...]:
+    if isinstance(value, tuple) and all(isinstance(item, ZoneSpec) for item in value):
+        return value
+    return parse_zones(key, _as_object(key, value, '{"press": {"points": [[0, 0], [0.5, 0], [0.5, 1]]}}'))
+
+
+def _as_lines(key: str, value: Any) -> tuple[LineSpec, ...]:
+    if isinstance(value, tuple) and all(isinstance(item, LineSpec) for item in value):
+        return value
+    return parse_lines(key, _as_object(key, value, '{"door": {"points": [[0.5, 0], [0.5, 1]]}}'))
+
+
+def _as_tracking(key: str, value: Any) -> TrackerSettings:
+    if isinstance(value, TrackerSettings):
+        return value
+    return TrackerSettings.from_mapping(key, _as_object(key, value, '{"track_buffer": 30}'))
+
+
+def _as_snapshots(key: str, value: Any) -> SnapshotSettings:
+    if isinstance(value, SnapshotSettings):
+        return value
+    return SnapshotSettings.from_mapping(key, _as_object(key, value, '{"events": ["new", "end"]}'))
+
+
+def _as_publish_frames(key: str, value: Any) -> PublishFrames:
+    if isinstance(value, PublishFrames):
+        return value
+    text = _as_str(key, value).lower()
+    try:
+        return PublishFrames(text)
+    except ValueError:
+        raise ConfigError(key, value, " | ".join(mode.value for mode in PublishFrames)) from None
+
+
+def _as_optional_topic(key: str, value: Any) -> str:
+    return _as_topic(key, value) if _as_str(key, value) else ""
 
 
 def _as_batch_size(key: str, value: Any) -> int:
@@ -267,6 +357,32 @@ class Config:
     batch_timeout_ms: float = field(default=0.0, metadata=_key(
         "batch_timeout_ms", _ranged(float, 0.0, 1000.0), "how long a batch waits for more cameras' frames "
         "after its first; 0 = one frame interval of the fastest camera"))
+    publish_frames: PublishFrames = field(default=PublishFrames.ALL, metadata=_key(
+        "publish_frames", _as_publish_frames, "which frames get a frame message: 'all', 'detections' (frames "
+        "with at least one detection) or 'none'"))
+    publish_events: bool = field(default=False, metadata=_key(
+        "publish_events", _as_bool, "track objects and publish event, line_crossed and counts messages"))
+    event_topic_out: str = field(default="", metadata=_key(
+        "event_topic_out", _as_optional_topic, "MQTT topic for event, line_crossed and counts messages; "
+        "empty = output_topic"))
+    counts_interval_s: float = field(default=60.0, metadata=_key(
+        "counts_interval_s", _ranged(float, 0.0, 86400.0), "a counts message when the counts changed, at "
+        "most this often (seconds), and at the end of a run; 0 = only at the end"))
+    tracking: TrackerSettings = field(default=TrackerSettings(), metadata=_key(
+        "tracking", _as_tracking, "tracker settings: track_buffer, high_threshold, low_threshold, "
+        "new_track_threshold, match_iou, min_hits"))
+    filters: DetectionFilter = field(default=DetectionFilter(), metadata=_key(
+        "filters", _as_filters, "detections kept, for every camera without filters of its own: classes, "
+        "min_score, min_area, max_area"))
+    zones: tuple[ZoneSpec, ...] = field(default=(), metadata=_key(
+        "zones", _as_zones, "zone name -> polygon (and inertia, loitering_s, classes, ...), for every "
+        "camera without zones of its own"))
+    lines: tuple[LineSpec, ...] = field(default=(), metadata=_key(
+        "lines", _as_lines, "line name -> two points (and in, min_distance, classes, ...), for every camera "
+        "without lines of its own"))
+    snapshots: SnapshotSettings = field(default=SnapshotSettings(), metadata=_key(
+        "snapshots", _as_snapshots, "JPEG snapshots of object events: events, crop, folder, max_files, "
+        "max_mb, jpeg_quality, s3_bucket, s3_prefix, stream_name"))
 
     @classmethod
     def keys(cls) -> dict[str, dataclasses.Field]:
@@ -298,15 +414,25 @@ class Config:
         """Public key name -> value, as a recipe's DefaultConfiguration holds it."""
         values = {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
         values["cameras"] = {camera.name: camera.to_mapping() for camera in self.cameras}
+        values["publish_frames"] = self.publish_frames.value
+        for key in OBJECT_KEYS:
+            if values[key] in ((), getattr(Config(), key)):
+                values[key] = {}  # the default
         return values
 
     def camera_specs(self) -> dict[str, CameraSpec]:
         """Every camera by name, each with its `loop_source` resolved: `cameras`, or when that is empty
         the one camera `camera_id` names (called DEFAULT_CAMERA)."""
-        if not self.cameras:
-            return {DEFAULT_CAMERA: CameraSpec(DEFAULT_CAMERA, self.camera_id, self.loop_source)}
-        return {camera.name: dataclasses.replace(camera, loop_source=self.loop_source if camera.loop_source is None
-                                                  else camera.loop_source) for camera in self.cameras}
+        cameras = self.cameras or (CameraSpec(DEFAULT_CAMERA, self.camera_id),)
+        return {camera.name: self._resolved(camera) for camera in cameras}
+
+    def _resolved(self, camera: CameraSpec) -> CameraSpec:
+        """`camera` with the component's own loop_source, filters, zones and lines where it has none."""
+        return dataclasses.replace(
+            camera, loop_source=self.loop_source if camera.loop_source is None else camera.loop_source,
+            filters=self.filters if camera.filters is None else camera.filters,
+            zones=self.zones if camera.zones is None else camera.zones,
+            lines=self.lines if camera.lines is None else camera.lines)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -314,6 +440,8 @@ class Config:
         return self.model_height, self.model_width
 
 
+# Keys whose values are objects: "" (text, as recipes hold them) means the default.
+OBJECT_KEYS = ("tracking", "filters", "zones", "lines", "snapshots")
 # Greengrass-owned keys, and recipe keys used only by the Install step (install_extras).
 IGNORED_KEYS = frozenset({"accessControl", "install_extras"})
 

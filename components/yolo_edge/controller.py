@@ -33,6 +33,7 @@ from .pipeline import FeedEnded, FeedFailed, FeedFrame, FrameFeeder
 from .predictor import PostprocessSettings, Predictor, load_predictor
 from .replies import Outcome, Rejected, aggregate_state, camera_states, reply_for
 from .run import Run, summary_message
+from .scene_step import SCENE_KEYS, SceneFactory
 from .sources import FrameSource, SourceError, SourceEvent, SourceEventKind, open_source
 from .transitions import Effect, Event, State, transition
 
@@ -119,6 +120,7 @@ class Controller:
         self.commands_rejected = 0
         self._errors = ErrorLimiter(error_burst, error_rate_per_s)
         self._summary_extras = summary_extras
+        self._scenes = SceneFactory()
 
     # ---- called from other threads: only enqueue ----
     def submit_command(self, payload: bytes) -> None:
@@ -292,8 +294,19 @@ class Controller:
                         camera_id=camera.spec.source)
             return False
         camera.run = Run(camera.name, source, predictor, self._source_event_handler(camera.name),
-                         on_ready=self._gatherer.notify, max_fps=camera.spec.max_fps)
+                         on_ready=self._gatherer.notify, max_fps=camera.spec.max_fps,
+                         scene=self._scenes.reporter(camera.spec, self.config, predictor.info.names))
         return True
+
+    def _renew_scenes(self, cameras: Sequence[Camera]) -> None:
+        """New scenes for these cameras' runs (settings or model changed): the old ones' objects end first."""
+        runs = [camera.run for camera in cameras if camera.run is not None]
+        for run in runs:
+            run.end_scene(self._emit)
+        predictor = self.predictor
+        for camera in cameras:
+            if camera.run is not None and predictor is not None:
+                camera.run.scene = self._scenes.reporter(camera.spec, self.config, predictor.info.names)
 
     def _source_event_handler(self, camera: str) -> Callable[[FrameSource, SourceEvent], None]:
         def queue_it(source: FrameSource, event: SourceEvent) -> None:
@@ -304,6 +317,7 @@ class Controller:
     def _shutdown(self, reason: str) -> None:
         self._apply(Event.SHUTDOWN, list(self.cameras.values()), reason=reason)
         self._model.release()
+        self._scenes.close()
 
     # ---- running ----
     def _step(self) -> None:
@@ -346,7 +360,8 @@ class Controller:
         try:
             inferred = infer_frames(predictor, [frame.item for frame in frames], [frame.run.fps for frame in frames],
                                     self._gate, self.config.publish_detections,
-                                    [frame.waiting_since for frame in frames])
+                                    [frame.waiting_since for frame in frames],
+                                    [frame.camera.spec.filters for frame in frames], self.config.publish_frames)
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the component
             log.exception("inference failed")
             cause = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
@@ -360,6 +375,7 @@ class Controller:
         for frame, result in zip(frames, inferred):
             self._seq += 1
             frame.run.record(result)
+            frame.run.observe(result, self._emit)
             if result.published:
                 frame.run.publish(result, self._seq, self.config.frames_per_message, self.config.publish_detections,
                                   self._emit)
@@ -388,6 +404,7 @@ class Controller:
                                  "commands_rejected": self.commands_rejected}
         if self._model.config is not None and not self._model.is_current(self.config):
             extra["configured_model_loc"] = self.config.model_loc  # running an older model (see model_kept)
+        extra.update(self._scenes.counters())
         if self._summary_extras is not None:
             try:
                 extra.update(self._summary_extras())
@@ -472,6 +489,8 @@ class Controller:
         if "event_topic" in changed and self._on_input_topic is not None:
             self._on_input_topic(new.event_topic)
         cameras = self._update_cameras(new.camera_specs(), was_running)
+        if any(key in changed for key in SCENE_KEYS):
+            self._renew_scenes(list(self.cameras.values()))
         self._emit(messages.status_message(StatusEvent.CONFIG_APPLIED, "configuration updated", changed=changed,
                                            **{key: names for key, names in cameras.items() if names}))
 
@@ -487,9 +506,11 @@ class Controller:
         changed = [name for name, spec in specs.items() if name in self.cameras and self.cameras[name].spec != spec]
         for name in changed:
             camera = self.cameras[name]
-            camera.spec = specs[name]
-            if camera.run is not None:
+            camera.spec, old = specs[name], camera.spec
+            if camera.run is not None and camera.spec.reading != old.reading:
                 self._restart_source(camera)
+            elif camera.run is not None:
+                self._renew_scenes([camera])  # only its filters, zones or lines changed
         added = [name for name in specs if name not in self.cameras]
         for name in added:
             self.cameras[name] = Camera(specs[name])
@@ -515,10 +536,12 @@ class Controller:
                 configured_model_loc=self.config.model_loc))
 
     def _restart_sources(self) -> None:
-        """After a model change: frames already prepared for the old model must be prepared again."""
+        """After a model change: frames already prepared for the old model must be prepared again, and
+        scenes follow the new model's classes."""
         for camera in list(self.cameras.values()):
             if camera.run is not None:
                 self._restart_source(camera)
+        self._renew_scenes(list(self.cameras.values()))
 
     def _restart_source(self, camera: Camera) -> None:
         run, predictor = camera.run, self.predictor

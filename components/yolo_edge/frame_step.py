@@ -8,15 +8,18 @@ benchmark measures is what the component does.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from . import messages
 from .backends import ModelInfo
+from .config import PublishFrames
 from .limits import PublishGate
 from .metrics import RollingFPS
 from .pipeline import FeedFrame
 from .predictor import Prediction, Predictor
+from .processing import Detections
+from .scene.filters import DetectionFilter
 
 
 @dataclass(frozen=True)
@@ -33,25 +36,48 @@ class InferredFrame:
 
 
 def infer_frames(predictor: Predictor, frames: Sequence[FeedFrame], fps: Sequence[RollingFPS], gate: PublishGate,
-                 with_detections: bool, waiting_since: Sequence[float] | None = None) -> list[InferredFrame]:
+                 with_detections: bool, waiting_since: Sequence[float] | None = None,
+                 filters: Sequence[DetectionFilter | None] | None = None,
+                 publish_frames: PublishFrames = PublishFrames.ALL) -> list[InferredFrame]:
     """Infer and decode `frames` as one batch where the model takes batches (`fps`: each frame's
     camera's counter; `waiting_since`: when the batch gathering began to wait on each frame, by default
-    when it was queued); make a frame's segmentation polygons only when its message will carry them
-    (their time is post-processing, in the message and in the statistics alike). Model errors raise."""
+    when it was queued); keep the detections each frame's camera's filter keeps (`filters`); make a
+    frame's segmentation polygons only when its message will carry them (their time is post-processing,
+    in the message and in the statistics alike). Model errors raise."""
     started = time.monotonic()
     predictions = predictor.infer_batch([frame.prepared for frame in frames])
     now = time.monotonic()
     inferred = []
     since = list(waiting_since) if waiting_since is not None else [frame.ready_at for frame in frames]
-    for frame, prediction, counter, waited_from in zip(frames, predictions, fps, since):
+    kept = list(filters) if filters is not None else [None] * len(frames)
+    for frame, prediction, counter, waited_from, keep in zip(frames, predictions, fps, since, kept):
+        if keep is not None and not keep.is_empty:
+            prediction = filtered(prediction, keep, frame.prepared.frame.shape[:2], predictor.info)
         rate = counter.tick(now)
-        published = gate.allow(now)
+        published = wanted(prediction, publish_frames) and gate.allow(now)
         if published and with_detections:
             prediction = prediction.finish()
         wait_ms = max(0.0, (started - waited_from) * 1000) if waited_from else 0.0
         inferred.append(InferredFrame(frame, prediction, predictor.info, started, now, rate, published,
                                       prediction.batch_size, wait_ms))
     return inferred
+
+
+def filtered(prediction: Prediction, keep: DetectionFilter, frame_shape: tuple[int, int], info: ModelInfo
+             ) -> Prediction:
+    """`prediction` with only the detections `keep` keeps (a classification is left as it is)."""
+    result = prediction.result
+    if not isinstance(result, Detections) or not len(result):
+        return prediction
+    mask = keep.keep(result.boxes, result.scores, result.class_ids, frame_shape, info.names)
+    return replace(prediction, result=result.select(mask))
+
+
+def wanted(prediction: Prediction, publish_frames: PublishFrames) -> bool:
+    """Whether the frame gets a message under `publish_frames` (before the publish rate cap)."""
+    if publish_frames is PublishFrames.NONE:
+        return False
+    return publish_frames is PublishFrames.ALL or len(prediction.result) > 0
 
 
 def infer_frame(predictor: Predictor, frame: FeedFrame, fps: RollingFPS, gate: PublishGate,

@@ -2,7 +2,8 @@
 
 Types: `frame` (one inferred frame), `frames` (a batch of frame messages), `state` (a state change
 or command acknowledgement), `error` (a bad command, a model or source failure), `summary` (counts and
-latency percentiles of the current run), `status` (source or connection events). Every message has
+latency percentiles of the current run), `status` (source or connection events), and with events on
+`event` (a tracked object appeared, changed or ended), `line_crossed` and `counts`. Every message has
 `type`, `timestamp` (ISO-8601 UTC), and `thing` (the Greengrass thing name, when known).
 """
 
@@ -19,12 +20,19 @@ from .backends import ModelInfo
 from .codes import ErrorCode, StatusEvent
 from .config import MAX_PAYLOAD_BYTES
 from .processing import Classification, Detections
+from .scene.events import ObjectEvent
+from .scene.lines import Crossing
 
 SCHEMA_VERSION = 1
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def utc_time(seconds: float) -> str:
+    """time.time() seconds as ISO-8601 UTC, as `timestamp` is written."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _envelope(kind: str, **fields: Any) -> dict[str, Any]:
@@ -125,6 +133,44 @@ def summary_message(*, state: str, info: ModelInfo | None, source: str, frames: 
                      source=source, frames=frames, frames_published=published,
                      frames_not_published=not_published, fps=_r(fps, 2), elapsed_s=_r(elapsed_s, 2),
                      latency_ms=latency, **extra)
+
+
+EVENT_TYPES = ("event", "line_crossed", "counts")  # published on event_topic_out when it is set
+
+
+def _box(box: tuple[float, float, float, float]) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+def event_message(camera: str, event: ObjectEvent, snapshot: str | None = None) -> dict[str, Any]:
+    """A tracked object appeared (`new`), changed in a way worth telling (`update`, with `reasons`) or ended."""
+    message = _envelope(
+        "event", event=event.kind.value, camera=camera, track_id=event.track_id, label=event.label,
+        class_id=event.class_id, score=_r(event.score, 4), top_score=_r(event.top_score, 4), box=_box(event.box),
+        zones=list(event.zones), entered_zones=list(event.entered_zones),
+        loitering_zones=list(event.loitering_zones), start_time=utc_time(event.start_time),
+        end_time=None if event.end_time is None else utc_time(event.end_time))
+    if event.reasons:
+        message["reasons"] = [reason.value for reason in event.reasons]
+    if event.zones_entered_now:
+        message["zones_entered_now"] = list(event.zones_entered_now)
+    if event.zones_left_now:
+        message["zones_left_now"] = list(event.zones_left_now)
+    if snapshot is not None:
+        message["snapshot"] = snapshot
+    return message
+
+
+def line_crossed_message(camera: str, crossing: Crossing, label: str,
+                         line_counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """A tracked object crossed a line; `counts` is that line's in/out per label so far."""
+    return _envelope("line_crossed", camera=camera, line=crossing.line, track_id=crossing.track_id, label=label,
+                     class_id=crossing.class_id, direction=crossing.direction.value, counts=line_counts)
+
+
+def counts_message(camera: str, counts: dict[str, Any], since: float, final: bool) -> dict[str, Any]:
+    """Per zone (objects in it now, entries) and per line (in/out), per label, since the run started."""
+    return _envelope("counts", camera=camera, since=utc_time(since), final=final, **counts)
 
 
 def encode(message: dict[str, Any], limit: int = MAX_PAYLOAD_BYTES) -> bytes:

@@ -108,6 +108,17 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def select(self, keep: np.ndarray) -> Detections:
+        """The detections where the bool mask `keep` (N,) is True, in order, with their polygons or
+        pending instance masks; itself when it keeps all."""
+        if bool(np.all(keep)):
+            return self
+        indices = np.flatnonzero(keep)
+        polygons = None if self.polygons is None else [self.polygons[i] for i in indices]
+        pending = None if self.pending is None else replace(
+            self.pending, regions=[self.pending.regions[i] for i in indices])
+        return Detections(self.boxes[indices], self.scores[indices], self.class_ids[indices], polygons, pending)
+
     def __repr__(self) -> str:
         polygons = "pending" if self.pending is not None else None if self.polygons is None else len(self.polygons)
         return f"Detections(n={len(self)}, polygons={polygons})"

@@ -38,7 +38,7 @@ class _Encoded:
 
 
 class Publisher:
-    def __init__(self, transport: Transport, topic: Callable[[], str], capacity: int = CAPACITY_MESSAGES,
+    def __init__(self, transport: Transport, topic: Callable[[str], str], capacity: int = CAPACITY_MESSAGES,
                  capacity_bytes: int = CAPACITY_BYTES, retry_interval_s: float = RETRY_INTERVAL_S,
                  max_bytes: Callable[[], int] | None = None) -> None:
         self._transport = transport
@@ -166,9 +166,9 @@ class Publisher:
                         StatusEvent.MESSAGES_DROPPED,
                         f"{drops} messages were dropped while they could not be published "
                         f"(buffer of {self._capacity} messages / {self._capacity_bytes // 1024} KiB)",
-                        dropped=drops, dropped_total=self.dropped)))
+                        dropped=drops, dropped_total=self.dropped)), "status")
                     drops = 0
-                self._publish(head.payload)
+                self._publish(head.payload, head.kind)
             except TransportError as exc:
                 if not exc.retryable:
                     # Refused for good (not authorized, too large): retrying would block every later message.
@@ -202,8 +202,8 @@ class Publisher:
             self._ready_bytes -= len(head.payload)
             self._cond.notify_all()
 
-    def _publish(self, payload: bytes) -> None:
-        self._transport.publish(self._topic(), payload)
+    def _publish(self, payload: bytes, kind: str) -> None:
+        self._transport.publish(self._topic(kind), payload)
         self.published += 1
 
 

@@ -15,6 +15,7 @@ from .frame_step import InferredFrame, frame_message
 from .metrics import STAGES, RollingFPS, RunStats, percentiles
 from .pipeline import DropPolicy, FeedFrame, FrameFeeder
 from .predictor import Predictor
+from .scene_step import SceneReporter
 from .sources import FrameSource, SourceEvent
 
 Emit = Callable[[Dict[str, Any]], None]
@@ -25,8 +26,10 @@ INTERVAL_SMOOTHING = 0.2
 
 class Run:
     def __init__(self, camera: str, source: FrameSource, predictor: Predictor, on_source_event: SourceEventHandler,
-                 paused: bool = False, on_ready: Callable[[], None] | None = None, max_fps: float = 0.0) -> None:
+                 paused: bool = False, on_ready: Callable[[], None] | None = None, max_fps: float = 0.0,
+                 scene: SceneReporter | None = None) -> None:
         self.camera = camera
+        self.scene = scene  # tracking, zones, lines and events (config publish_events)
         self._on_ready = on_ready
         self._max_fps = max_fps
         self.feeder = self._feeder(source, predictor, on_source_event, paused)
@@ -72,9 +75,21 @@ class Run:
         self._last_ready = None
 
     def close(self, emit: Emit) -> None:
-        """Stop the feeder (closing the source) and publish the frames still batched."""
+        """Stop the feeder (closing the source), publish the frames still batched, end the scene's objects."""
         self.feeder.stop()
         self.flush(emit)
+        self.end_scene(emit)
+
+    def end_scene(self, emit: Emit) -> None:
+        """The scene's objects end (their `end` events and the final counts); no scene from now on."""
+        if self.scene is not None:
+            self.scene.finish(emit)
+        self.scene = None
+
+    def observe(self, inferred: InferredFrame, emit: Emit) -> None:
+        """The frame's detections through the scene (tracking, zones, lines, events), when events are on."""
+        if self.scene is not None:
+            self.scene.observe(inferred.prediction.result, inferred.frame.prepared.frame, emit)
 
     def note_ready(self, frame: FeedFrame) -> None:
         """Track how often frames become ready (the batch gathering waits at most one such interval)."""
@@ -122,6 +137,9 @@ class Run:
             "frames_read": self.feeder.frames_read, "frames_dropped_stale": self.feeder.frames_dropped}
         if self.live:
             values.update(source_outages=self.source_outages, source_connected=self.source.connected)
+        if self.scene is not None:
+            values.update(objects_tracked=self.scene.scene.objects, events=self.scene.events,
+                          line_crossings=self.scene.crossings)
         return values
 
 
