@@ -37,12 +37,11 @@ def is_fractional(points: np.ndarray) -> bool:
 
 def resolve_points(points: Sequence[Sequence[float]] | np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
     """(K, 2) float pixels; points whose coordinates are all in 0..1 are scaled by the frame (height, width)."""
-    array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    array: np.ndarray = np.array(points, dtype=np.float64).reshape(-1, 2)  # a copy, never the caller's array
     if is_fractional(array):
         height, width = frame_shape
-        scaled: np.ndarray = array * np.array([width, height], dtype=np.float64)
-        return scaled
-    return array.copy()
+        array *= np.array([width, height], dtype=np.float64)
+    return array
 
 
 def anchor_points(boxes: np.ndarray) -> np.ndarray:
