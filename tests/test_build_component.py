@@ -165,6 +165,78 @@ def test_model_component_dependency_is_opt_in(project: tuple[Path, Path]) -> Non
     assert "ComponentDependencies" not in built_recipe(root / "greengrass-build")
 
 
+STREAM_MANAGER = {"aws.greengrass.StreamManager": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"}}
+
+
+def set_default_configuration(project: Path, **values: Any) -> None:
+    path = project / "recipe.yaml"
+    recipe = yaml.safe_load(path.read_text())
+    recipe["ComponentConfiguration"]["DefaultConfiguration"].update(values)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+def test_stream_manager_dependency_is_absent_by_default(project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    set_default_configuration(root, snapshots={"events": ["new"], "s3_bucket": ""})
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel))
+    assert done.returncode == 0, done.stderr
+    recipe = built_recipe(root / "greengrass-build")
+    assert "ComponentDependencies" not in recipe
+    assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["install_extras"] == "onnx,greengrass"
+    assert "StreamManager" not in done.stdout
+
+
+def test_stream_manager_dependency_with_the_flag(project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel), "--stream-manager",
+                     env={"YOLO_EDGE_MODEL_COMPONENT": ">=1.0.0"})
+    assert done.returncode == 0, done.stderr
+    recipe = built_recipe(root / "greengrass-build")
+    assert recipe["ComponentDependencies"] == {
+        "com.yoloedge.model": {"VersionRequirement": ">=1.0.0", "DependencyType": "HARD"}, **STREAM_MANAGER}
+    # The stream-manager SDK comes with the s3 extra, installed by the install step by default.
+    assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["install_extras"] == "onnx,greengrass,s3"
+    assert "depends on aws.greengrass.StreamManager >=2.0.0 <3.0.0 (snapshots to S3)" in done.stdout
+
+
+@pytest.mark.parametrize("snapshots", [
+    {"events": ["new", "end"], "s3_bucket": "my-snapshots"},
+    '{"events": "new", "s3_bucket": "my-snapshots"}',  # as text, the way nucleus lite needs objects
+])
+def test_stream_manager_dependency_when_the_default_configuration_names_a_bucket(
+        snapshots: Any, project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    set_default_configuration(root, snapshots=snapshots, install_extras="onnx,s3,greengrass")
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel))
+    assert done.returncode == 0, done.stderr
+    recipe = built_recipe(root / "greengrass-build")
+    assert recipe["ComponentDependencies"] == STREAM_MANAGER
+    assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["install_extras"] == "onnx,s3,greengrass"
+
+
+def test_a_snapshots_default_that_is_not_json_is_a_clear_error(project: tuple[Path, Path]) -> None:
+    root, wheel = project
+    set_default_configuration(root, snapshots="{s3_bucket: b}")
+    done = run_build("--project-dir", str(root), "--wheel", str(wheel))
+    assert done.returncode == 1
+    assert "DefaultConfiguration snapshots: not a JSON object" in done.stderr
+
+
+def test_the_s3_extra_installs_the_stream_manager_sdk(built: Path, tmp_path: Path) -> None:
+    """install_extras: ...,s3 -> the install plan asks pip for the stream-manager SDK (the recipe's own
+    check of install_extras lets 's3' through: letters, digits, ',', '_' and '-')."""
+    (wheel,) = built.glob("artifacts/*/*/*.whl")
+    requirements = tmp_path / "requirements.txt"
+    done = subprocess.run([sys.executable, "-m", "yolo_edge.install_plan", "--wheel", str(wheel), "--extras",
+                           "onnx,greengrass,s3", "--tegra-release", str(tmp_path / "none"),
+                           "--requirements-out", str(requirements)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "stream-manager>=1.1" in requirements.read_text().splitlines()
+    assert "extras:" in done.stdout and "onnx, greengrass, s3" in done.stdout
+    script = built_recipe(built)["Manifests"][0]["Lifecycle"]["install"]["Script"]
+    assert "*[!A-Za-z0-9,_-]*)" in script
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ("version", "component version '1.0' is not semver"),
     ("date", "RecipeFormatVersion must be the string '2020-01-25' (quote it"),

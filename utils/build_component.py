@@ -22,6 +22,11 @@ sets YOLO_EDGE_MODEL_DIR to the folder that holds that component's artifacts, on
 version: `model_loc: 1.0.3/yolov8n.onnx` names a file of model version 1.0.3. The folder is spelt
 `{kernel:rootPath}/packages/artifacts/com.yoloedge.model`, a variable both the Java nucleus and
 nucleus lite interpolate (nucleus lite does not interpolate `{<dependency>:artifacts:path}`).
+
+S3 export of snapshots goes through the Greengrass Stream Manager component: when the recipe's
+DefaultConfiguration names a bucket (`snapshots.s3_bucket`), or with `--stream-manager`, the built recipe
+depends on aws.greengrass.StreamManager (HARD, 2.x) and its default `install_extras` gets the `s3` extra
+(the stream-manager SDK).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ URI_PREFIX = "s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/"
 MODEL_COMPONENT = "com.yoloedge.model"
 MODEL_DIR_ENV = "YOLO_EDGE_MODEL_DIR"
 MODEL_DIR_VALUE = "{kernel:rootPath}/packages/artifacts/" + MODEL_COMPONENT
+STREAM_MANAGER_COMPONENT = "aws.greengrass.StreamManager"
+STREAM_MANAGER_REQUIREMENT = ">=2.0.0 <3.0.0"
+S3_EXTRA = "s3"
 MAX_RECIPE_BYTES = 16000
 # What goes into the wheel's source tree; everything else (tests, models, build output) stays out.
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in", "components")
@@ -153,6 +161,30 @@ def add_model_dependency(recipe: dict[str, Any], requirement: str) -> None:
         lifecycle.setdefault(key, {})[MODEL_DIR_ENV] = MODEL_DIR_VALUE
 
 
+def configured_s3_bucket(recipe: dict[str, Any]) -> str:
+    """DefaultConfiguration's snapshots.s3_bucket ('' when absent); `snapshots` may be an object or its JSON."""
+    defaults = (recipe.get("ComponentConfiguration") or {}).get("DefaultConfiguration") or {}
+    snapshots = defaults.get("snapshots") if isinstance(defaults, dict) else None
+    if isinstance(snapshots, str) and snapshots.strip():
+        try:
+            snapshots = json.loads(snapshots)
+        except json.JSONDecodeError as exc:
+            raise BuildError(f"DefaultConfiguration snapshots: not a JSON object ({exc})") from None
+    if not isinstance(snapshots, dict):
+        return ""
+    return str(snapshots.get("s3_bucket") or "").strip()
+
+
+def add_stream_manager_dependency(recipe: dict[str, Any]) -> None:
+    """Depend on Stream Manager and install the stream-manager SDK (the s3 extra) by default."""
+    recipe.setdefault("ComponentDependencies", {})[STREAM_MANAGER_COMPONENT] = {
+        "VersionRequirement": STREAM_MANAGER_REQUIREMENT, "DependencyType": "HARD"}
+    defaults = recipe.setdefault("ComponentConfiguration", {}).setdefault("DefaultConfiguration", {})
+    extras = [e.strip() for e in str(defaults.get("install_extras") or "").split(",") if e.strip()]
+    if S3_EXTRA not in extras:
+        defaults["install_extras"] = ",".join([*extras, S3_EXTRA])
+
+
 class _RecipeDumper(yaml.SafeDumper):
     """Plain YAML: no anchors/aliases, multi-line scripts as literal blocks."""
 
@@ -173,8 +205,9 @@ def dump_recipe(recipe: dict[str, Any]) -> str:
 
 
 def build(project: Path, output: Path, *, version: str | None = None, model_requirement: str | None = None,
-          wheel: Path | None = None, isolation: bool = True) -> dict[str, Any]:
-    """Build into `output` (recreated); returns a summary of what was written."""
+          wheel: Path | None = None, isolation: bool = True, stream_manager: bool = False) -> dict[str, Any]:
+    """Build into `output` (recreated); returns a summary of what was written. `stream_manager` adds the
+    Stream Manager dependency even when the recipe's default configuration names no S3 bucket."""
     name, settings = read_gdk_config(project)
     version = check_version(version or settings.get("version"))
     author = settings.get("author")
@@ -185,6 +218,9 @@ def build(project: Path, output: Path, *, version: str | None = None, model_requ
         recipe["ComponentPublisher"] = author
     if model_requirement:
         add_model_dependency(recipe, model_requirement)
+    stream_manager = stream_manager or bool(configured_s3_bucket(recipe))
+    if stream_manager:
+        add_stream_manager_dependency(recipe)
 
     with tempfile.TemporaryDirectory(prefix="yolo-edge-build-") as tmp:
         built = Path(wheel) if wheel else build_wheel(project, Path(tmp), isolation=isolation)
@@ -209,7 +245,7 @@ def build(project: Path, output: Path, *, version: str | None = None, model_requ
                                 encoding="utf-8")
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     return {"component": name, "version": version, "wheel": str(target), "sha256": digest,
-            "recipe": str(built_recipe)}
+            "recipe": str(built_recipe), "stream_manager": stream_manager}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -227,6 +263,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"depend on {MODEL_COMPONENT} with this version requirement, e.g. '>=1.0.0'; "
                              f"YOLO_EDGE_MODEL_DIR is then {MODEL_DIR_VALUE} and model_loc "
                              "<model version>/<file> (default: $YOLO_EDGE_MODEL_COMPONENT; none)")
+    parser.add_argument("--stream-manager", action="store_true",
+                        help=f"depend on {STREAM_MANAGER_COMPONENT} ({STREAM_MANAGER_REQUIREMENT}) and add the "
+                             f"'{S3_EXTRA}' extra to install_extras, for snapshots exported to S3 (config key "
+                             "snapshots.s3_bucket) set by a deployment; automatic when the recipe's default "
+                             "configuration names a bucket")
     parser.add_argument("--wheel", type=Path, default=None,
                         help="use this already built wheel instead of building one")
     parser.add_argument("--no-build-isolation", action="store_true",
@@ -240,13 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     output = (args.output_dir or project / "greengrass-build").resolve()
     try:
         summary = build(project, output, version=args.version, model_requirement=args.model_component,
-                        wheel=args.wheel, isolation=not args.no_build_isolation)
+                        wheel=args.wheel, isolation=not args.no_build_isolation,
+                        stream_manager=args.stream_manager)
     except BuildError as exc:
         print(f"build_component: error: {exc}", file=sys.stderr)
         return 1
     print(f"built {summary['component']} {summary['version']}")
     print(f"  wheel:  {summary['wheel']} (sha256 {summary['sha256']})")
     print(f"  recipe: {summary['recipe']}")
+    if summary["stream_manager"]:
+        print(f"  depends on {STREAM_MANAGER_COMPONENT} {STREAM_MANAGER_REQUIREMENT} (snapshots to S3)")
     if summary["version"] == NEXT_PATCH:
         print("  note: NEXT_PATCH is resolved only by `gdk component publish`; set a semver version in "
               "gdk-config.json (or --version) for local deployments")
