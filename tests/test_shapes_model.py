@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime
 import pytest
 
 from yolo_edge.backends import BackendOptions, load_backend
@@ -147,6 +148,9 @@ def test_nothing_is_detected_on_an_empty_frame_or_an_empty_scene(detector: Path)
 def test_the_model_loads_as_an_ultralytics_detect_model(detector: Path) -> None:
     backend = load_backend(detector, BackendOptions(device="cpu"))
     info = backend.info
+    written = onnxruntime.InferenceSession(str(detector)).get_modelmeta().custom_metadata_map
+    assert {key: written[key] for key in ("task", "names", "imgsz", "stride")} == {
+        "task": "detect", "names": "{0: 'red', 1: 'green'}", "imgsz": "[320, 320]", "stride": str(WINDOW_STRIDE)}
     assert (info.task, info.names, info.input_shape, info.format) == ("detect", {0: "red", 1: "green"}, SHAPES_SIZE,
                                                                       "onnx")
     windows = ((SHAPES_SIZE[0] - SQUARE) // WINDOW_STRIDE + 1) * ((SHAPES_SIZE[1] - SQUARE) // WINDOW_STRIDE + 1)

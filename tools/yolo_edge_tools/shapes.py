@@ -12,9 +12,11 @@ the square, 0 on any grey), averaged over every SQUARE x SQUARE window at a step
 fall clearly below SHAPES_CONF, and one fixed box per window (its centre, SQUARE wide and high). The
 best window is at most WINDOW_STRIDE / 2 px from the square; NMS (IoU 0.7) removes its neighbours.
 
-Scenes are kept square-size apart: two squares of one class closer than MIN_GAP px could light a window
-between them. Frame sizes are (height, width), as the model input's are; keep the video's frame size equal
-to the model's input size, so the letterbox neither resizes nor pads.
+A square cut by the frame's edge is detected (once) when it fills about 88 % of a window (SHAPES_CONF **
+(1 / SCORE_POWER)), with the box of that window, up to 6 px wider than its visible part; else not at all.
+Keep squares MIN_GAP px apart: two squares of one class close together could light a window between them,
+and ones that overlap hide each other. Frame sizes are (height, width), as the model input's are; keep the
+video's frame size equal to the model's input size, so the letterbox neither resizes nor pads.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ WINDOW_STRIDE = 2  # pixels between the detector's windows: box error <= WINDOW_
 MASK_GAIN = 2.0  # colour mask = clip(GAIN * (own - others) - OFFSET, 0, 1): JPEG-blurred edges become 0 or 1
 MASK_OFFSET = 0.5
 SCORE_POWER = 4  # score = window coverage ** SCORE_POWER
-SHAPES_CONF = 0.6  # conf_threshold to run the detector with
+# conf_threshold to run the detector with. Measured on both scenes of tests/test_shapes_model.py (MJPG frames):
+# whole squares score >= 0.858, anything else that NMS keeps (neighbour windows, background) <= 0.423.
+SHAPES_CONF = 0.6
 SHAPES_IOU = 0.7  # iou_threshold (the runtime's default)
 SHAPES_SIZE = (320, 320)  # (height, width) of the model input and of the scenes' frames
 SHAPES_FPS = 10.0
@@ -259,9 +263,7 @@ def _metadata(input_size: tuple[int, int]) -> dict[str, str]:
         "author": "yolo_edge_tools.shapes",
         "task": "detect",
         "stride": str(WINDOW_STRIDE),
-        "batch": "1",
         "imgsz": str([input_size[0], input_size[1]]),
         "names": str(names),
-        "dynamic": "False",
         "half": "False",
     }
