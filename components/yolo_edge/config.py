@@ -9,86 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from enum import Enum
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any
 
+from .config_values import CAMERA_NAME_CHARS, ConfigError, _as_bool, _as_number, _as_str, _as_topic, _ranged
 from .scene.filters import DetectionFilter
 from .scene.lines import LineSpec, parse_lines
 from .scene.tracking import TrackerSettings
 from .scene.zones import ZoneSpec, parse_zones
 from .snapshots import SnapshotSettings
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used. Names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        self.key = key
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"config key {key!r}: invalid value {value!r}; allowed: {allowed}")
-
-
 TASKS = ("auto", "detect", "segment", "classify")
 RUNTIMES = ("auto", "onnxruntime", "openvino")  # as yolo_edge.backends.RUNTIMES (config imports no backend)
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
 MIN_MESSAGE_BYTES = 1024  # room for a state, error or summary message
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _as_str(key: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(key, value, "a string")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # Greengrass may hand "0" back as 0.0
-    return str(value).strip()
-
-
-def _as_topic(key: str, value: Any) -> str:
-    topic = _as_str(key, value)
-    if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 256:
-        raise ConfigError(key, value, "a non-empty MQTT topic of at most 256 bytes without wildcards + or #")
-    return topic
-
-
-def _as_number(key: str, value: Any, cast: Callable[[Any], float | int]) -> float | int:
-    if isinstance(value, bool):
-        raise ConfigError(key, value, "a number")
-    try:
-        number = cast(float(value)) if cast is int else cast(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(key, value, "a number") from None
-    if isinstance(number, float) and not math.isfinite(number):
-        raise ConfigError(key, value, "a finite number")
-    if cast is int and float(value) != number:
-        raise ConfigError(key, value, "a whole number")
-    return number
-
-
-def _ranged(cast: Callable[[Any], float | int], low: float, high: float) -> Callable[[str, Any], Any]:
-    def parse(key: str, value: Any) -> float | int:
-        number = _as_number(key, value, cast)
-        if not low <= number <= high:
-            raise ConfigError(key, value, f"a number from {low:g} to {high:g}")
-        return number
-
-    return parse
-
-
-def _as_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(key, value, "true or false")
 
 
 def _as_input_size(key: str, value: Any) -> int:
@@ -144,7 +81,6 @@ def _as_message_bytes(key: str, value: Any) -> int:
 DEFAULT_CAMERA = "default"  # the one camera `camera_id` names when `cameras` is empty
 MAX_CAMERAS = 64
 MAX_BATCH_SIZE = 64
-CAMERA_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 CAMERA_KEYS = ("source", "loop_source", "max_fps", "filters", "zones", "lines")
 
 
@@ -165,9 +101,9 @@ class CameraSpec:
     source: str
     loop_source: bool | None = None  # None: the component's `loop_source`
     max_fps: float = 0.0  # frames taken from the source per second at most; 0 = as fast as it delivers
-    filters: Optional[DetectionFilter] = None
-    zones: Optional[tuple[ZoneSpec, ...]] = None
-    lines: Optional[tuple[LineSpec, ...]] = None
+    filters: DetectionFilter | None = None
+    zones: tuple[ZoneSpec, ...] | None = None
+    lines: tuple[LineSpec, ...] | None = None
 
     def to_mapping(self) -> dict[str, Any]:
         values: dict[str, Any] = {"source": self.source}

@@ -28,7 +28,7 @@ Emit = Callable[[Dict[str, Any]], None]
 
 class SceneReporter:
     def __init__(self, camera: str, settings: SceneSettings, names: Mapping[int, str], counts_interval_s: float,
-                 snapshots: SnapshotWriter | None = None, snapshot_settings: SnapshotSettings = SnapshotSettings()
+                 snapshots: SnapshotWriter | None = None, snapshot_settings: SnapshotSettings | None = None
                  ) -> None:
         self.camera = camera
         self.scene = Scene(settings, names)
@@ -36,8 +36,8 @@ class SceneReporter:
         self._counts_changed = False
         self._counts_sent_at = time.monotonic()
         self._started = time.time()
-        self._snapshots = snapshots if snapshot_settings.events else None
-        self._snapshot_settings = snapshot_settings
+        self._snapshot_settings = snapshot_settings or SnapshotSettings()
+        self._snapshots = snapshots if self._snapshot_settings.events else None
         self._best_images: dict[int, np.ndarray] = {}  # per object: its picture at its best score, for `end`
         self.events = 0
         self.crossings = 0

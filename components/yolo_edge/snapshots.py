@@ -58,7 +58,7 @@ class SnapshotEvent(Enum):
 def _fail(key: str, value: Any, allowed: str) -> Exception:
     # config.py imports this module for its `snapshots` key, so ConfigError is imported when needed,
     # not at import time (a cycle otherwise).
-    from yolo_edge.config import ConfigError
+    from yolo_edge.config_values import ConfigError
 
     return ConfigError(key, value, allowed)
 
@@ -84,13 +84,13 @@ def _parse_events(key: str, value: Any) -> tuple[SnapshotEvent, ...]:
 
 
 def _parse_bool(key: str, value: Any) -> bool:
-    from yolo_edge.config import _as_bool
+    from yolo_edge.config_values import _as_bool
 
     return _as_bool(key, value)
 
 
 def _parse_folder(key: str, value: Any) -> str:
-    from yolo_edge.config import _as_str
+    from yolo_edge.config_values import _as_str
 
     text = _as_str(key, value)
     if not text:
@@ -100,7 +100,7 @@ def _parse_folder(key: str, value: Any) -> str:
 
 def _ranged(cast: Callable[[Any], Any], low: float, high: float) -> Callable[[str, Any], Any]:
     def parse(key: str, value: Any) -> Any:
-        from yolo_edge.config import _ranged as config_ranged
+        from yolo_edge.config_values import _ranged as config_ranged
 
         return config_ranged(cast, low, high)(key, value)
 
@@ -108,7 +108,7 @@ def _ranged(cast: Callable[[Any], Any], low: float, high: float) -> Callable[[st
 
 
 def _parse_bucket(key: str, value: Any) -> str:
-    from yolo_edge.config import _as_str
+    from yolo_edge.config_values import _as_str
 
     text = _as_str(key, value)
     if text and not _BUCKET.match(text):
@@ -118,7 +118,7 @@ def _parse_bucket(key: str, value: Any) -> str:
 
 
 def _parse_prefix(key: str, value: Any) -> str:
-    from yolo_edge.config import _as_str
+    from yolo_edge.config_values import _as_str
 
     text = _as_str(key, value)
     if text.startswith("/") or len(text) > 512 or _KEY_FORBIDDEN & set(text):
@@ -128,7 +128,7 @@ def _parse_prefix(key: str, value: Any) -> str:
 
 
 def _parse_stream_name(key: str, value: Any) -> str:
-    from yolo_edge.config import _as_str
+    from yolo_edge.config_values import _as_str
 
     text = _as_str(key, value)
     if not _STREAM_NAME.match(text):

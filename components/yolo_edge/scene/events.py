@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,8 +85,8 @@ class _ObjectRecord:
     start_time: float
     last_seen: float
     zones: tuple[str, ...] = ()
-    entered: List[str] = field(default_factory=list)
-    loitering: List[str] = field(default_factory=list)
+    entered: list[str] = field(default_factory=list)
+    loitering: list[str] = field(default_factory=list)
 
     def event(self, kind: EventKind, end_time: float | None = None, reasons: tuple[UpdateReason, ...] = (),
               membership: ZoneMembership | None = None) -> ObjectEvent:
@@ -106,7 +106,7 @@ class Scene:
         self._frame_shape: tuple[int, int] | None = None
         self._zones: ZoneTracker | None = None
         self._lines: LineCounter | None = None
-        self._objects: Dict[int, _ObjectRecord] = {}
+        self._objects: dict[int, _ObjectRecord] = {}
         self._last_zones = ZoneUpdate({}, {}, {})
 
     @property

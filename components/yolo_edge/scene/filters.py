@@ -7,7 +7,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from yolo_edge.config import ConfigError
+from yolo_edge.config_values import ConfigError
 from yolo_edge.scene.parsing import as_number, reject_unknown_keys
 
 FILTER_KEYS = ("classes", "min_score", "min_area", "max_area")

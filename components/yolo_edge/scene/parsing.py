@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any, Callable, Mapping, Tuple, TypeVar
 
-from yolo_edge.config import CAMERA_NAME_CHARS, ConfigError
+from yolo_edge.config_values import CAMERA_NAME_CHARS, ConfigError
 
 Point = Tuple[float, float]
 SpecT = TypeVar("SpecT")

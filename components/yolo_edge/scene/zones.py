@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from yolo_edge.config import ConfigError
+from yolo_edge.config_values import ConfigError
 from yolo_edge.scene.filters import FILTER_KEYS, DetectionFilter, ResolvedFilter
 from yolo_edge.scene.geometry import (
     TrackedObject,
