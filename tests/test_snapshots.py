@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import cv2
 import numpy as np
 import pytest
@@ -47,6 +46,12 @@ from yolo_edge.snapshots import (
     snapshot_name,
 )
 
+try:
+    import cbor2  # comes with stream-manager (the s3 extra)
+except ImportError:  # a device's runtime venv without the s3 extra: the Stream Manager tests skip
+    cbor2 = None
+
+pytestmark = pytest.mark.runtime
 BLACK = (0, 0, 0)
 
 
@@ -57,6 +62,11 @@ def blank(rows: int = 100, cols: int = 200) -> np.ndarray:
 def pixel(image: np.ndarray, x: int, y: int) -> tuple[int, int, int]:
     b, g, r = image[y, x]
     return int(b), int(g), int(r)
+
+
+def has_white_text(region: np.ndarray) -> bool:
+    """Near-white pixels (anti-aliased text never reaches 255 in every channel on older OpenCVs)."""
+    return bool((region.min(axis=2) >= 200).sum() >= 10)
 
 
 # -- drawing ---------------------------------------------------------------------------------------------
@@ -70,9 +80,9 @@ def test_draw_boxes_draws_the_outline_and_the_label_on_a_copy() -> None:
     assert pixel(out, 20, 70) == color and pixel(out, 80, 70) == color  # left and right edges
     assert pixel(out, 50, 90) == color  # bottom edge
     assert pixel(out, 50, 70) == BLACK and pixel(out, 10, 70) == BLACK  # inside and outside
-    label = out[20:40, 20:100].reshape(-1, 3)
-    colors = {tuple(int(v) for v in p) for p in label}
-    assert color in colors and (255, 255, 255) in colors, "a filled label background with white text"
+    label = out[20:40, 20:100]
+    assert color in {tuple(int(v) for v in p) for p in label.reshape(-1, 3)}, "a filled label background"
+    assert has_white_text(label)
 
 
 def test_box_colors_follow_the_class_id_and_labels_must_match_the_boxes() -> None:
@@ -92,8 +102,7 @@ def test_draw_zones_fills_translucently_outlines_and_names() -> None:
     assert pixel(out, 150, 60) == blended, "fill: 25% zone colour over the frame"
     assert pixel(out, 180, 60) == ZONE_COLOR  # the outline
     assert pixel(out, 50, 60) == BLACK  # outside
-    name_area = {tuple(int(v) for v in p) for p in out[0:20, 100:160].reshape(-1, 3)}
-    assert (255, 255, 255) in name_area, "the zone's name is written at its first vertex"
+    assert has_white_text(out[0:20, 100:160]), "the zone's name is written at its first vertex"
 
 
 def test_in_arrow_points_to_the_in_side() -> None:
