@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import socketserver
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -557,3 +558,11 @@ def test_no_stream_manager_fails_the_save_but_keeps_the_file(monkeypatch: pytest
         store.save("cam/a.jpg", b"jpeg")
     assert files_in(tmp_path / "snaps") == ["cam/a.jpg"]
     store.close()
+
+
+def test_without_the_sdk_the_s3_store_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "stream_manager", None)  # what an install without the s3 extra has
+    with pytest.raises(ImportError, match=r"snapshots.s3_bucket 'my-bucket' needs the stream-manager SDK: add "
+                                          r"'s3' to install_extras \(pip install 'yolo-edge\[s3\]'\)"):
+        open_store(s3_settings(tmp_path))

@@ -290,7 +290,11 @@ class StreamManagerStore:
     Manager) and is made again on the next save after a failure."""
 
     def __init__(self, settings: SnapshotSettings, client_factory: Callable[[], Any] | None = None) -> None:
-        import stream_manager  # the s3 extra; only this store needs it
+        try:
+            import stream_manager  # the s3 extra; only this store needs it
+        except ImportError as exc:
+            raise ImportError(f"snapshots.s3_bucket {settings.s3_bucket!r} needs the stream-manager SDK: add 's3' "
+                              "to install_extras (pip install 'yolo-edge[s3]')") from exc
 
         self._sdk = stream_manager
         self._settings = settings
