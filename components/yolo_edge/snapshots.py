@@ -42,6 +42,9 @@ BYTES_PER_MB = 1_000_000
 SNAPSHOT_SUFFIX = ".jpg"
 EXPORT_IDENTIFIER_PREFIX = "S3TaskExecutor-"
 STREAM_MAX_BYTES = 16 * 1024 * 1024  # the stream holds export tasks (small JSON), not pictures
+# A Stream Manager that stops answering holds up the writer thread (its queue then drops pictures), not the
+# frame loop; the SDK's own default is 60 s.
+STREAM_MANAGER_TIMEOUT_S = 10.0
 # What Stream Manager accepts (its SDK's validations): S3 bucket names and stream names; object keys
 # may not hold these characters.
 _BUCKET = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -287,12 +290,17 @@ class StreamManagerStore:
     Manager) and is made again on the next save after a failure."""
 
     def __init__(self, settings: SnapshotSettings, client_factory: Callable[[], Any] | None = None) -> None:
-        import stream_manager  # the s3 extra; only this store needs it
+        try:
+            import stream_manager  # the s3 extra; only this store needs it
+        except ImportError as exc:
+            raise ImportError(f"snapshots.s3_bucket {settings.s3_bucket!r} needs the stream-manager SDK: add 's3' "
+                              "to install_extras (pip install 'yolo-edge[s3]')") from exc
 
         self._sdk = stream_manager
         self._settings = settings
         self._folder = FolderStore(settings.folder, settings.max_files, settings.max_mb)
-        self._client_factory = client_factory or stream_manager.StreamManagerClient
+        self._client_factory = client_factory or (
+            lambda: stream_manager.StreamManagerClient(request_timeout=STREAM_MANAGER_TIMEOUT_S))
         self._client: Any = None
         self.exported = 0
 
