@@ -1,0 +1,1 @@
+"""Per-camera scene understanding: filters, tracking, zones, lines, events."""
