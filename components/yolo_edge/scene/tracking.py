@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Tuple
 
 import numpy as np
 
@@ -97,7 +97,7 @@ def _as_fraction(key: str, value: object, above_zero: bool = False) -> float:
     return number
 
 
-_PARSERS: Dict[str, Callable[[str, Any], Any]] = {
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "track_buffer": lambda key, value: _as_int(key, value, 0, 100_000),
     "high_threshold": _as_fraction,
     "low_threshold": _as_fraction,
