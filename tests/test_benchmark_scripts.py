@@ -48,6 +48,10 @@ SMOKE_CHECKS = {
           for variant in ("fp32", "qdq-u8", "qop-u8", "dynamic")),
         rf"\| 64x64 \| fp32, input \+-1/255 noise \| {NUMBER} \| - \| - \| - \| {NUMBER}%",
     )),
+    "tracker_bench.py": SmokeCheck("python", (), (
+        r"\| tracker \| objects \| frames \| p50 ms \| p99 ms \| max ms \| objects tracked \| id switches \|",
+        rf"\| yolo-edge Tracker \| 10 \| 60 \| {NUMBER} \| {NUMBER} \| {NUMBER} \| 10 \| \d+ \|",
+    )),
     # Without a GPU: the two target runs on the CPU; with one: every run on the GPU. Either way each
     # run's table, with a 64×64 row.
     "gpu.sh": SmokeCheck("bash", ("--output", "{tmp}"), (

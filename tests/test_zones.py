@@ -226,3 +226,34 @@ def test_unknown_zone_class_is_reported_when_the_tracker_is_made():
     with pytest.raises(ConfigError) as raised:
         ZoneTracker(zones, FRAME, NAMES)
     assert (raised.value.key, raised.value.value) == ("cameras.dock-1.zones.press.classes", "forklift")
+
+
+def test_many_tracks_and_reused_rows_after_forget():
+    tracker = ZoneTracker([ZoneSpec("press", SQUARE, inertia=1, loitering_s=10.0)], FRAME, NAMES)
+    first = tracker.update([standing_at(track, INSIDE) for track in range(40)], 0.0)
+    assert first.occupancy == {"press": {"person": 40}}
+    tracker.forget(range(20))
+    # 30 new tracks, 20 of them in the forgotten tracks' rows: no state carried over
+    second = tracker.update([standing_at(track, OUTSIDE, class_id=1) for track in range(100, 130)], 9.0)
+    assert all(member == ZoneMembership((), (), (), ()) for member in second.members.values())
+    assert second.occupancy == {"press": {"person": 20}}
+    third = tracker.update([standing_at(track, INSIDE, class_id=1) for track in range(100, 130)]
+                           + [standing_at(track, INSIDE) for track in range(20, 40)], 10.0)
+    assert third.occupancy == {"press": {"person": 20, "car": 30}}
+    assert third.entries == {"press": {"person": 40, "car": 30}}
+    assert sorted(track for track, member in third.members.items() if member.loitering) == list(range(20, 40))
+    assert sorted(track for track, member in third.members.items() if member.entered) == list(range(100, 130))
+
+
+def test_several_polygons_at_once_match_one_at_a_time():
+    from yolo_edge.scene.geometry import PolygonSet
+
+    polygons = [np.array(SQUARE), np.array([[100, 100], [200, 100], [200, 200], [300, 200], [300, 300], [100, 300]]),
+                np.array([[0, 0], [640, 0], [320, 480]])]
+    grid = np.array([[x, y] for x in range(0, 641, 10) for y in range(0, 481, 10)], dtype=np.float64)
+    together = PolygonSet(polygons).contains(grid)
+    for column, polygon in enumerate(polygons):
+        assert together[:, column].tolist() == points_in_polygon(grid, polygon).tolist()
+    # the square: 21 x 21 grid points; the L: those less the notch's 10 x 10; the triangle: per row y, the x from
+    # 2y/3 to 640 - 2y/3 (counted exactly with fractions)
+    assert together.sum(axis=0).tolist() == [441, 341, 1585]

@@ -24,12 +24,17 @@ class ResolvedFilter:
     min_area_px: float  # 0 = no limit
     max_area_px: float  # 0 = no limit
 
+    @property
+    def keeps_all(self) -> bool:
+        return self.allowed is None and self.min_score <= 0.0 and self.min_area_px <= 0.0 and self.max_area_px <= 0.0
+
     def keep(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
         """(N,) bool: the detections that pass."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         mask = np.ones(len(boxes), dtype=bool)
         if self.allowed is not None:
-            mask &= np.isin(np.asarray(class_ids).reshape(-1), list(self.allowed))
+            allowed = np.fromiter(self.allowed, dtype=np.int64, count=len(self.allowed))
+            mask &= (np.asarray(class_ids).reshape(-1, 1) == allowed).any(axis=1)
         if self.min_score > 0.0:
             mask &= np.asarray(scores, dtype=np.float64).reshape(-1) >= self.min_score
         if self.min_area_px > 0.0 or self.max_area_px > 0.0:

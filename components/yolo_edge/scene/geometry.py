@@ -56,29 +56,48 @@ def boxes_of(objects: Sequence[TrackedObject]) -> np.ndarray:
 
 def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """(N,) bool: each point inside the (K, 2) polygon (even-odd rule, so concave shapes work) or on its edge."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     polygon = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    px, py = points[:, 0:1], points[:, 1:2]  # (N, 1) against (K,) edges
-    x1, y1 = polygon[:, 0], polygon[:, 1]
-    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
-    straddles = (y1 > py) != (y2 > py)
-    with np.errstate(divide="ignore", invalid="ignore"):  # horizontal edges never straddle; their NaNs are masked
-        x_at_py = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-    crossings = np.count_nonzero(straddles & (px < x_at_py), axis=1)
-    inside: np.ndarray = (crossings % 2 == 1) | _on_any_edge(px, py, x1, y1, x2, y2)
+    if not len(polygon):
+        return np.zeros(len(np.asarray(points).reshape(-1, 2)), dtype=bool)
+    inside: np.ndarray = PolygonSet([polygon]).contains(points)[:, 0]
     return inside
 
 
-def _on_any_edge(px: np.ndarray, py: np.ndarray, x1: np.ndarray, y1: np.ndarray,
-                 x2: np.ndarray, y2: np.ndarray) -> np.ndarray:
-    cross = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
-    length = np.hypot(x2 - x1, y2 - y1)
-    near_line = np.abs(cross) <= EDGE_TOLERANCE_PX * np.maximum(length, 1.0)
-    tol = EDGE_TOLERANCE_PX
-    within = ((px >= np.minimum(x1, x2) - tol) & (px <= np.maximum(x1, x2) + tol)
-              & (py >= np.minimum(y1, y2) - tol) & (py <= np.maximum(y1, y2) + tol))
-    on_edge: np.ndarray = np.any(near_line & within, axis=1)
-    return on_edge
+class PolygonSet:
+    """The edges of several polygons in one set of arrays, to test many points against all of them in one pass."""
+
+    def __init__(self, polygons: Sequence[np.ndarray]) -> None:
+        arrays = [np.asarray(polygon, dtype=np.float64).reshape(-1, 2) for polygon in polygons]
+        if any(not len(array) for array in arrays):
+            raise ValueError("every polygon needs at least one point")
+        self.count = len(arrays)
+        starts = np.concatenate(arrays) if arrays else np.zeros((0, 2))
+        ends = np.concatenate([np.roll(array, -1, axis=0) for array in arrays]) if arrays else np.zeros((0, 2))
+        self._first_edges = np.cumsum([0] + [len(array) for array in arrays[:-1]])  # each polygon's, for reduceat
+        self._x1, self._y1 = starts[:, 0], starts[:, 1]
+        self._y2 = ends[:, 1]
+        self._dx, self._dy = ends[:, 0] - self._x1, self._y2 - self._y1
+        # horizontal edges never straddle a point's y, so their x at that y is never read
+        self._dx_per_dy = np.divide(self._dx, self._dy, out=np.zeros_like(self._dx), where=self._dy != 0)
+        self._cross_tolerance = EDGE_TOLERANCE_PX * np.maximum(np.hypot(self._dx, self._dy), 1.0)
+        self._low = np.minimum(starts, ends) - EDGE_TOLERANCE_PX
+        self._high = np.maximum(starts, ends) + EDGE_TOLERANCE_PX
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """(N, polygons) bool: each point inside each polygon (even-odd rule) or on its edge."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if not self.count or not len(points):
+            return np.zeros((len(points), self.count), dtype=bool)
+        px, py = points[:, 0:1], points[:, 1:2]  # (N, 1) against (E,) edges
+        straddles = (self._y1 > py) != (self._y2 > py)
+        crossings = straddles & (px < self._x1 + (py - self._y1) * self._dx_per_dy)
+        cross = self._dx * (py - self._y1) - self._dy * (px - self._x1)
+        on_edge = ((np.abs(cross) <= self._cross_tolerance)
+                   & (px >= self._low[:, 0]) & (px <= self._high[:, 0])
+                   & (py >= self._low[:, 1]) & (py <= self._high[:, 1]))
+        odd = np.logical_xor.reduceat(crossings, self._first_edges, axis=1)
+        inside: np.ndarray = odd | np.logical_or.reduceat(on_edge, self._first_edges, axis=1)
+        return inside
 
 
 def polygon_area(points: Sequence[Sequence[float]] | np.ndarray) -> float:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from itertools import compress
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from yolo_edge.config_values import ConfigError
-from yolo_edge.scene.filters import FILTER_KEYS, DetectionFilter, ResolvedFilter
+from yolo_edge.scene.filters import FILTER_KEYS, DetectionFilter
 from yolo_edge.scene.geometry import (
+    PolygonSet,
     TrackedObject,
     anchor_points,
     boxes_of,
@@ -89,52 +90,84 @@ class ZoneUpdate:
     entries: Mapping[str, Mapping[str, int]]  # zone -> label -> entries since the tracker was made (cumulative)
 
 
-class Transition(Enum):
-    NONE = "none"
-    ENTERED = "entered"
-    LEFT = "left"
+@dataclass(frozen=True)
+class _Steps:
+    """(N, zones) bool matrices of one frame's changes, row per object."""
+
+    entered: np.ndarray
+    left: np.ndarray
+    loitering: np.ndarray
 
 
-class _Stay:
-    """One track's state in one zone: confirmed in or out, and the run of frames that disagree with it."""
-
-    __slots__ = ("inside", "streak", "streak_start", "since", "loiter_reported")
-
-    def __init__(self) -> None:
-        self.inside = False
-        self.streak = 0  # consecutive frames seen on the other side of the confirmed state
-        self.streak_start = 0.0
-        self.since = 0.0  # when the current stay began: the first frame of the run that confirmed it
-        self.loiter_reported = False
-
-    def step(self, seen_inside: bool, now: float, inertia: int) -> Transition:
-        if seen_inside == self.inside:
-            self.streak = 0
-            return Transition.NONE
-        if self.streak == 0:
-            self.streak_start = now
-        self.streak += 1
-        if self.streak < inertia:
-            return Transition.NONE
-        self.inside, self.streak = seen_inside, 0
-        if not seen_inside:
-            return Transition.LEFT
-        self.since, self.loiter_reported = self.streak_start, False
-        return Transition.ENTERED
-
-    def reaches_loitering(self, now: float, loitering_s: float) -> bool:
-        if not self.inside or loitering_s <= 0.0 or self.loiter_reported or now - self.since < loitering_s:
-            return False
-        self.loiter_reported = True
-        return True
-
-
-class _TrackZones:
-    __slots__ = ("class_id", "stays")
+class _StayTable:
+    """Every track's state in every zone, one row per track, so that a frame updates all of them at once."""
 
     def __init__(self, zone_count: int) -> None:
-        self.class_id = -1
-        self.stays = [_Stay() for _ in range(zone_count)]
+        shape = (0, zone_count)
+        self.inside = np.zeros(shape, dtype=bool)  # confirmed in the zone (after inertia)
+        self.streak = np.zeros(shape, dtype=np.int64)  # consecutive frames seen the other way
+        self.streak_start = np.zeros(shape, dtype=np.float64)  # the first of those frames
+        self.since = np.zeros(shape, dtype=np.float64)  # when the stay began: the first frame of its run
+        self.loiter_reported = np.zeros(shape, dtype=bool)
+        self.class_ids = np.zeros(0, dtype=np.int64)
+        self._row_of: dict[int, int] = {}
+        self._free_rows: list[int] = []
+        self._grow(16)
+
+    def _grow(self, capacity: int) -> None:
+        size = len(self.inside)
+        self.inside, self.streak = _padded(self.inside, capacity), _padded(self.streak, capacity)
+        self.streak_start, self.since = _padded(self.streak_start, capacity), _padded(self.since, capacity)
+        self.loiter_reported = _padded(self.loiter_reported, capacity)
+        self.class_ids = _padded(self.class_ids, capacity)
+        self._free_rows.extend(range(capacity - 1, size - 1, -1))  # lowest rows are taken first
+
+    def rows_for(self, track_ids: Sequence[int]) -> np.ndarray:
+        rows = np.empty(len(track_ids), dtype=np.int64)
+        for index, track_id in enumerate(track_ids):
+            row = self._row_of.get(track_id)
+            if row is None:
+                if not self._free_rows:
+                    self._grow(2 * len(self.inside))
+                row = self._row_of[track_id] = self._free_rows.pop()
+            rows[index] = row
+        return rows
+
+    def release(self, track_id: int) -> None:
+        row = self._row_of.pop(track_id, None)
+        if row is not None:
+            self.inside[row] = False
+            self.streak[row] = 0
+            self.loiter_reported[row] = False
+            self._free_rows.append(row)
+
+    def step(self, rows: np.ndarray, seen: np.ndarray, now: float, inertia: np.ndarray,
+             loitering_s: np.ndarray) -> _Steps:
+        """Advance the rows' states by one frame in which each was `seen` (N, zones) inside or not."""
+        inside, streak = self.inside[rows], self.streak[rows]
+        differs = seen != inside
+        streak_start = np.where(differs & (streak == 0), now, self.streak_start[rows])
+        streak = np.where(differs, streak + 1, 0)
+        flips = streak >= inertia
+        inside ^= flips
+        streak[flips] = 0
+        entered, left = flips & inside, flips & ~inside
+        since = np.where(entered, streak_start, self.since[rows])
+        reported = self.loiter_reported[rows] & ~entered
+        loitering = inside & ~reported & (loitering_s > 0.0) & (now - since >= loitering_s)
+        reported |= loitering
+        self.inside[rows], self.streak[rows], self.streak_start[rows] = inside, streak, streak_start
+        self.since[rows], self.loiter_reported[rows] = since, reported
+        return _Steps(entered, left, loitering)
+
+
+def _padded(array: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.zeros((rows,) + array.shape[1:], dtype=array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+_OUTSIDE_EVERY_ZONE = ZoneMembership((), (), (), ())
 
 
 class ZoneTracker:
@@ -144,11 +177,14 @@ class ZoneTracker:
         """`frame_shape` is (height, width) in pixels; resolves points and class filters (ConfigError for
         classes the model does not have)."""
         self._zones = tuple(zones)
+        self._zone_names = tuple(zone.name for zone in self._zones)
         self._names = dict(names)
-        self._polygons = [resolve_points(zone.points, frame_shape) for zone in self._zones]
-        self._filters: list[ResolvedFilter] = [zone.filter.resolve(frame_shape, names) for zone in self._zones]
-        self._tracks: dict[int, _TrackZones] = {}
-        self._entries: dict[str, dict[str, int]] = {zone.name: {} for zone in self._zones}
+        self._polygons = PolygonSet([resolve_points(zone.points, frame_shape) for zone in self._zones])
+        self._filters = [zone.filter.resolve(frame_shape, names) for zone in self._zones]
+        self._inertia = np.array([zone.inertia for zone in self._zones], dtype=np.int64)
+        self._loitering_s = np.array([zone.loitering_s for zone in self._zones], dtype=np.float64)
+        self._stays = _StayTable(len(self._zones))
+        self._entries: dict[str, dict[str, int]] = {name: {} for name in self._zone_names}
 
     @property
     def zones(self) -> tuple[ZoneSpec, ...]:
@@ -157,59 +193,65 @@ class ZoneTracker:
     def update(self, objects: Sequence[TrackedObject], now: float) -> ZoneUpdate:
         """Advance by one frame of tracked objects seen at `now` (monotonic seconds). Tracks absent from
         `objects` keep their state (and count in occupancy) until `forget`."""
-        seen_inside = self._seen_inside(objects)
-        members = {obj.track_id: self._step(obj, seen_inside[:, index], now) for index, obj in enumerate(objects)}
+        members: dict[int, ZoneMembership] = {}
+        if objects and self._zones:
+            track_ids = [obj.track_id for obj in objects]
+            class_ids = np.array([obj.class_id for obj in objects], dtype=np.int64)
+            rows = self._stays.rows_for(track_ids)
+            self._stays.class_ids[rows] = class_ids
+            steps = self._stays.step(rows, self._seen_inside(objects, class_ids), float(now), self._inertia,
+                                     self._loitering_s)
+            self._count_entries(class_ids, steps.entered)
+            members = self._memberships(track_ids, self._stays.inside[rows], steps)
+        elif objects:
+            members = {obj.track_id: _OUTSIDE_EVERY_ZONE for obj in objects}
         return ZoneUpdate(members, self._occupancy(), {zone: dict(labels) for zone, labels in self._entries.items()})
 
     def forget(self, track_ids: Iterable[int]) -> None:
         """Drop ended tracks: they leave their zones without an event."""
         for track_id in track_ids:
-            self._tracks.pop(track_id, None)
+            self._stays.release(track_id)
 
-    def _seen_inside(self, objects: Sequence[TrackedObject]) -> np.ndarray:
-        """(zones, N) bool: each object's anchor inside each zone this frame, among those its filter keeps."""
-        seen = np.zeros((len(self._zones), len(objects)), dtype=bool)
-        if not objects or not self._zones:
-            return seen
+    def _seen_inside(self, objects: Sequence[TrackedObject], class_ids: np.ndarray) -> np.ndarray:
+        """(N, zones) bool: each object's anchor inside each zone this frame, where the zone's filter keeps it."""
         boxes = boxes_of(objects)
-        anchors = anchor_points(boxes)
+        seen = self._polygons.contains(anchor_points(boxes))
+        if all(zone_filter.keeps_all for zone_filter in self._filters):
+            return seen
         scores = np.array([obj.score for obj in objects], dtype=np.float64)
-        class_ids = np.array([obj.class_id for obj in objects], dtype=np.int64)
-        for row, (polygon, zone_filter) in enumerate(zip(self._polygons, self._filters)):
-            seen[row] = zone_filter.keep(boxes, scores, class_ids) & points_in_polygon(anchors, polygon)
+        for column, zone_filter in enumerate(self._filters):
+            if not zone_filter.keeps_all:
+                seen[:, column] &= zone_filter.keep(boxes, scores, class_ids)
         return seen
 
-    def _step(self, obj: TrackedObject, seen_inside: np.ndarray, now: float) -> ZoneMembership:
-        track = self._tracks.get(obj.track_id)
-        if track is None:
-            track = self._tracks[obj.track_id] = _TrackZones(len(self._zones))
-        track.class_id = obj.class_id
-        label = label_of(obj.class_id, self._names)
-        inside: list[str] = []
-        entered: list[str] = []
-        left: list[str] = []
-        loitering: list[str] = []
-        for zone, stay, seen in zip(self._zones, track.stays, seen_inside.tolist()):
-            transition = stay.step(seen, now, zone.inertia)
-            if transition is Transition.ENTERED:
-                entered.append(zone.name)
-                counts = self._entries[zone.name]
-                counts[label] = counts.get(label, 0) + 1
-            elif transition is Transition.LEFT:
-                left.append(zone.name)
-            if stay.reaches_loitering(now, zone.loitering_s):
-                loitering.append(zone.name)
-            if stay.inside:
-                inside.append(zone.name)
-        return ZoneMembership(tuple(inside), tuple(entered), tuple(left), tuple(loitering))
+    def _count_entries(self, class_ids: np.ndarray, entered: np.ndarray) -> None:
+        for row, column in zip(*np.nonzero(entered)):
+            counts = self._entries[self._zone_names[column]]
+            label = label_of(int(class_ids[row]), self._names)
+            counts[label] = counts.get(label, 0) + 1
+
+    def _memberships(self, track_ids: Sequence[int], inside: np.ndarray, steps: _Steps) -> dict[int, ZoneMembership]:
+        inside_rows = inside.tolist()
+        changed = (steps.entered | steps.left | steps.loitering).any(axis=1).tolist()
+        members = {}
+        for row, track_id in enumerate(track_ids):
+            zones = self._names_where(inside_rows[row])
+            if changed[row]:
+                members[track_id] = ZoneMembership(zones, self._names_where(steps.entered[row].tolist()),
+                                                   self._names_where(steps.left[row].tolist()),
+                                                   self._names_where(steps.loitering[row].tolist()))
+            else:
+                members[track_id] = ZoneMembership(zones, (), (), ()) if zones else _OUTSIDE_EVERY_ZONE
+        return members
+
+    def _names_where(self, flags: list[bool]) -> tuple[str, ...]:
+        return tuple(compress(self._zone_names, flags))
 
     def _occupancy(self) -> dict[str, dict[str, int]]:
-        occupancy: dict[str, dict[str, int]] = {zone.name: {} for zone in self._zones}
-        for track in self._tracks.values():
-            label: str | None = None
-            for zone, stay in zip(self._zones, track.stays):
-                if stay.inside:
-                    label = label or label_of(track.class_id, self._names)
-                    counts = occupancy[zone.name]
-                    counts[label] = counts.get(label, 0) + 1
+        occupancy: dict[str, dict[str, int]] = {name: {} for name in self._zone_names}
+        rows, columns = np.nonzero(self._stays.inside)
+        for class_id, column in zip(self._stays.class_ids[rows].tolist(), columns.tolist()):
+            counts = occupancy[self._zone_names[column]]
+            label = label_of(class_id, self._names)
+            counts[label] = counts.get(label, 0) + 1
         return occupancy
