@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"error: camera {camera}: {exc}", file=sys.stderr)
         return 1
-    boxes, labels, class_ids = np.zeros((0, 4)), [], []
+    boxes: np.ndarray = np.zeros((0, 4))
+    labels: list[str] = []
+    class_ids: list[int] = []
     if not args.no_detections:
         try:
             boxes, labels, class_ids = _detections(config, spec.filters, frame)

@@ -94,9 +94,9 @@ class SceneReporter:
                 return self._submit(event, SnapshotEvent.NEW, image)
             return None
         if event.kind is EventKind.END:
-            image = self._best_images.pop(event.track_id, None)
-            if image is not None and keep_best:
-                return self._submit(event, SnapshotEvent.END, image)
+            best = self._best_images.pop(event.track_id, None)
+            if best is not None and keep_best:
+                return self._submit(event, SnapshotEvent.END, best)
         return None
 
     def _submit(self, event: ObjectEvent, kind: SnapshotEvent, image: np.ndarray) -> str | None:

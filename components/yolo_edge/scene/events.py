@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -189,7 +189,7 @@ class Scene:
             return {}
         return {label: dict(directions) for label, directions in self._lines.counts.get(line, {}).items()}
 
-    def counts(self) -> dict[str, dict[str, object]]:
+    def counts(self) -> dict[str, Any]:
         """Per zone (objects in it now and entries so far, per label) and per line (in/out per label)."""
         zones = {name: {"occupancy": dict(self._last_zones.occupancy.get(name, {})),
                         "entries": dict(self._last_zones.entries.get(name, {}))}
