@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from yolo_edge.config import Config
+from yolo_edge.config import OBJECT_KEYS, Config
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE_PATH = REPO / "recipe.yaml"
@@ -64,7 +64,8 @@ def test_default_configuration_is_configs_defaults_as_strings(recipe) -> None:
     defaults = dict(recipe["ComponentConfiguration"]["DefaultConfiguration"])
     defaults.pop("accessControl")
     expected = {key: as_greengrass_string(value) for key, value in Config().to_mapping().items()}
-    expected["cameras"] = ""  # no cameras: text, as nucleus lite reads any brace in a recipe as a variable
+    for key in ("cameras", *OBJECT_KEYS):
+        expected[key] = ""  # text, as nucleus lite reads any brace in a recipe as a variable
     assert {k: v for k, v in defaults.items() if k not in INSTALL_ONLY_KEYS} == expected
     assert all(isinstance(value, str) for value in defaults.values())
     # The component reads exactly this mapping over IPC at start.
