@@ -52,6 +52,11 @@ SMOKE_CHECKS = {
         r"\| tracker \| objects \| frames \| p50 ms \| p99 ms \| max ms \| objects tracked \| id switches \|",
         rf"\| yolo-edge Tracker \| 10 \| 60 \| {NUMBER} \| {NUMBER} \| {NUMBER} \| 10 \| \d+ \|",
     )),
+    "scene_bench.py": SmokeCheck("python", (), (
+        r"\| step \| objects \| zones \| lines \| frames \| p50 ms \| p99 ms \| max ms \| events \| crossings \|",
+        rf"\| tracking \+ zones \+ lines \+ events \| 10 \| 4 \| 2 \| 45 \| {NUMBER} \| {NUMBER} \| {NUMBER} \| "
+        r"[1-9]\d* \| \d+ \|",
+    )),
     # Without a GPU: the two target runs on the CPU; with one: every run on the GPU. Either way each
     # run's table, with a 64×64 row.
     "gpu.sh": SmokeCheck("bash", ("--output", "{tmp}"), (

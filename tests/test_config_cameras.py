@@ -38,7 +38,8 @@ def test_cameras_by_name_with_overrides_and_inherited_loop_source():
 def test_cameras_as_json_text_from_the_command_line_or_a_deployment():
     config = Config.from_mapping({"cameras": '{"a": "1.mp4", "b": {"source": "2.mp4"}}'})
     assert list(config.camera_specs()) == ["a", "b"]
-    assert Config.from_mapping({"cameras": "  "}).camera_specs() == {DEFAULT_CAMERA: resolved(DEFAULT_CAMERA, "0", False)}
+    no_cameras = Config.from_mapping({"cameras": "  "})
+    assert no_cameras.camera_specs() == {DEFAULT_CAMERA: resolved(DEFAULT_CAMERA, "0", False)}
 
 
 @pytest.mark.parametrize(("cameras", "key", "allowed"), [
