@@ -134,3 +134,33 @@ def test_event_topic_out_takes_the_events(broker, scene_files, tmp_path):
         assert all("snapshot" not in m for m in events.since(0) if m["type"] == "event")
     finally:
         events.close()
+
+
+def test_snapshot_command_draws_zones_lines_and_detections(scene_files, tmp_path, capsys):
+    import json
+
+    import cv2
+
+    from yolo_edge.cli import main
+
+    model, _video = scene_files
+    paths, _frames = shapes.crossing_scene()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = shapes.draw_frame(paths, 25)  # three whole squares
+    cv2.imwrite(str(folder / "frame.png"), frame)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_loc": str(model), "MODEL_HEIGHT": 320, "MODEL_WIDTH": 320,
+                                  "conf_threshold": shapes.SHAPES_CONF,
+                                  "cameras": {"yard": {"source": str(folder), "zones": ZONE, "lines": LINE}}}))
+    out = tmp_path / "yard.jpg"
+    assert main(["snapshot", "--config", str(config), "--camera", "yard", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    whole = sum(shapes.fully_visible(box) for _label, box in shapes.shape_boxes(paths, 25))
+    assert whole == 3
+    assert "frame 320x320" in printed and f"1 zones, 1 lines, {whole} detections" in printed
+    drawn = cv2.imread(str(out))
+    assert drawn.shape == frame.shape
+    assert (abs(drawn.astype(int) - frame.astype(int)).sum(axis=2) > 30).sum() > 500  # zone, line and boxes drawn
+    assert main(["snapshot", "--config", str(config), "--camera", "gate", "--out", str(out)]) == 2
+    assert "'--camera': invalid value 'gate'; allowed: one of yard" in capsys.readouterr().err
