@@ -164,3 +164,16 @@ def test_snapshot_command_draws_zones_lines_and_detections(scene_files, tmp_path
     assert (abs(drawn.astype(int) - frame.astype(int)).sum(axis=2) > 30).sum() > 500  # zone, line and boxes drawn
     assert main(["snapshot", "--config", str(config), "--camera", "gate", "--out", str(out)]) == 2
     assert "'--camera': invalid value 'gate'; allowed: one of yard" in capsys.readouterr().err
+
+
+def test_a_class_the_model_lacks_is_refused_at_start(broker, scene_files, tmp_path):
+    model, video = scene_files
+    config = Config.from_mapping({**events_config(model, video, tmp_path / "snapshots").to_mapping(),
+                                  "cameras": {"yard": {"source": str(video), "filters": {"classes": ["blue"]}}}})
+    with running_component(broker, config) as (_component, operator):
+        mark = operator.mark()
+        operator.send({"status": "start"})
+        error = operator.wait_for(lambda m: m.get("type") == "error", since=mark, timeout=20.0)
+        assert error["code"] == "invalid_config" and error["key"] == "cameras.yard.filters.classes"
+        assert "blue" in error["message"] and error["camera"] == "yard"
+        assert not [m for m in operator.since(mark) if m.get("type") == "state" and m.get("state") == "running"]

@@ -288,6 +288,11 @@ class Controller:
         if predictor is None:
             return False
         try:
+            self._scenes.check(camera.spec, predictor.info.names)
+        except ConfigError as exc:
+            self._error(ErrorCode.INVALID_CONFIG, str(exc), request_id, camera=camera.name, key=exc.key)
+            return False
+        try:
             source = self._source_factory(camera.spec.source, bool(camera.spec.loop_source))
         except (SourceError, OSError) as exc:
             self._error(ErrorCode.SOURCE_OPEN_FAILED, str(exc), request_id, camera=camera.name,

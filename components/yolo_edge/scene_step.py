@@ -137,6 +137,16 @@ class SceneFactory:
         return SceneReporter(camera.name, settings, names, config.counts_interval_s,
                              self._writer_for(config.snapshots), config.snapshots)
 
+    @staticmethod
+    def check(camera: CameraSpec, names: Mapping[int, str]) -> None:
+        """Raise ConfigError (naming the key) when the camera's filters, zones or lines name a class the
+        model does not have: checked when a run starts, not on its first frame."""
+        filters = [camera.filters, *(zone.filter for zone in camera.zones or ()),
+                   *(line.filter for line in camera.lines or ())]
+        for detection_filter in filters:
+            if detection_filter is not None:
+                detection_filter.class_ids(names)
+
     def _writer_for(self, settings: SnapshotSettings) -> SnapshotWriter | None:
         if settings != self._writer_settings:
             self.close()
