@@ -29,6 +29,7 @@ with `-s`) and recorded as junit properties.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,9 @@ from yolo_edge.predictor import PostprocessSettings, Predictor
 pytestmark = pytest.mark.slow
 
 CONF, IOU, MAX_DET = 0.25, 0.7, 300
+# YOLO_EDGE_TEST_DEVICE=cuda runs the .pt comparisons on a GPU: our GPU frame path against Ultralytics on
+# the same GPU (the default, the CPU, is where CI runs).
+TORCH_DEVICE = os.environ.get("YOLO_EDGE_TEST_DEVICE", "cpu")
 DETECT_SIZE, CLASSIFY_SIZE = 320, 224
 CLASS_BIAS = -1.5
 VIDEO_FRAMES = (0, 7, 13, 24)  # the sample video slides over bus.jpg (0-9, 20-29) and zidane.jpg (10-19)
@@ -99,6 +103,10 @@ def sharp_classifier() -> Callable[[str], Path]:
 _ULTRALYTICS_MODELS: dict[str, object] = {}
 
 
+def _device_for(path: Path) -> str:
+    return TORCH_DEVICE if path.suffix == ".pt" else "cpu"
+
+
 def yolo_model(path: Path, task: str):
     """Ultralytics' YOLO object for a model file, loaded once."""
     from ultralytics import YOLO
@@ -112,11 +120,12 @@ def ultralytics_predict(path: Path, task: str, frame: np.ndarray, imgsz: int):
     """Ultralytics' own result for one frame, letterboxed as our Predictor does for that format:
     the minimum rectangle (`rect=True`, Ultralytics' default) for a .pt model, the square otherwise."""
     return yolo_model(path, task).predict(frame, imgsz=imgsz, conf=CONF, iou=IOU, max_det=MAX_DET,
-                                          rect=path.suffix == ".pt", device="cpu", verbose=False)[0]
+                                          rect=path.suffix == ".pt", device=_device_for(path), verbose=False)[0].cpu()
 
 
-def our_predictor(path: Path, task: str, imgsz: int) -> Predictor:
-    backend = load_backend(path, BackendOptions(device="cpu", input_size=(imgsz, imgsz), task=task))
+def our_predictor(path: Path, task: str, imgsz: int, device: str | None = None) -> Predictor:
+    options = BackendOptions(device=device or _device_for(path), input_size=(imgsz, imgsz), task=task)
+    backend = load_backend(path, options)
     return Predictor(backend, PostprocessSettings(CONF, IOU, MAX_DET))
 
 
@@ -197,9 +206,10 @@ def test_segment_matches_ultralytics(fmt, random_model, frames, record_property)
     nc = predictor.info.num_classes
     counts, ious, diffs, input_ious, frame_ious, vertex_distances = [], [], [], [], [], []
     for name, frame in frames:
-        prepared = predictor.prepare(frame)
-        outputs = predictor.backend.infer(prepared.tensor)
-        geometry = prepared.geometry
+        # Prepared on the host (on a GPU, prepare() stages frames for the device frame path instead).
+        stride = predictor.info.stride if fmt == "pt" else None
+        tensor, geometry = processing.preprocess(frame, (DETECT_SIZE, DETECT_SIZE), stride=stride)
+        outputs = predictor.backend.infer(tensor)
         ours, regions = processing.decode_segments(outputs, geometry, nc, CONF, IOU, MAX_DET)
         streamed, _ = predictor.decode(outputs, geometry).with_polygons()  # what the component publishes
         np.testing.assert_array_equal(streamed.boxes, ours.boxes)
@@ -309,7 +319,7 @@ def test_yolo26_checkpoint_matches_ultralytics(task, end2end_checkpoint, frames,
     from ultralytics.nn.tasks import load_checkpoint
 
     path = end2end_checkpoint(task)
-    predictor = our_predictor(path, task, DETECT_SIZE)
+    predictor = our_predictor(path, task, DETECT_SIZE, device="cpu")  # beside the CPU nms-free model
     nms_free, _ = load_checkpoint(str(path))
     nms_free = nms_free.fuse().eval()
     assert nms_free.end2end

@@ -56,9 +56,8 @@ def images() -> list[np.ndarray]:
 
 def video_frames(count: int = 8) -> list[np.ndarray]:
     """Frames that need no resize at the test models' 320 input, in two shapes (320x320 and 240x320,
-    the second padded to a 256x320 rectangle): the device letterbox is then bit-identical to the numpy
-    one, so any difference would be the path's own. (Resized frames differ by up to 1/255 per pixel,
-    see above, which moves a random-weights model's boxes by more than any tolerance worth testing.)"""
+    the second padded to a 256x320 rectangle). Frames that do are resized by `stage` (see
+    test_frames_that_need_resizing_give_the_numpy_paths_predictions)."""
     frames = []
     for image in images():
         frames += [cv2.resize(image, (SIZE, SIZE)), cv2.resize(image, (SIZE, SIZE * 3 // 4))]
@@ -91,6 +90,19 @@ def test_letterbox_with_resize_is_within_one_grey_level(input_shape, stride):
         assert difference.mean() < 0.2 / 255, f"mean difference {difference.mean() * 255:.3f} grey levels"
         top, left = geo.offset
         assert np.all(ours[0, :, :top] == numpy_tensor[0, :, :top])  # padding is exact
+
+
+@pytest.mark.parametrize(("input_shape", "stride"), [((640, 640), None), ((640, 640), 32), ((320, 320), None)])
+def test_frames_staged_for_the_device_are_resized_as_the_numpy_path_does(random_model, input_shape, stride):
+    """Resized on the feeder thread by OpenCV, staged frames make a device input bit-identical to the
+    numpy path's, whatever the frame's size."""
+    path = torch_predictor(random_model, "detect", FakeGraphs()).device_frames
+    for frame in images():
+        numpy_tensor, geo = processing.preprocess(frame, input_shape, stride=stride)
+        assert geo.resized_shape != frame.shape[:2]
+        staged = path.stage(frame, geo, {})
+        assert tuple(staged.shape) == (*geo.resized_shape, 3)
+        np.testing.assert_array_equal(device_tensor(staged.numpy(), geo), numpy_tensor)
 
 
 def test_letterbox_in_half_precision():
@@ -196,6 +208,19 @@ def test_predictions_equal_the_numpy_path(random_model, task):
     assert ours.device_frames.decode_choice in ("device", "host")
     assert [len(t) for t in ours.device_frames._chooser.timings.values()] == [torch_frames.DECODE_TRIALS] * 2
     assert total > 50
+
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_frames_that_need_resizing_give_the_numpy_paths_predictions(random_model, task):
+    """bus.jpg (1080x810) and zidane.jpg (720x1280) are resized by the letterbox: staged frames are
+    resized by OpenCV, so the device path's detections equal the numpy path's here too."""
+    ours, reference = torch_predictor(random_model, task, FakeGraphs()), numpy_predictor(random_model, task)
+    for frame in images():
+        got, want = ours.predict(frame).result, reference.predict(frame).result
+        assert len(got) == len(want) > 0
+        np.testing.assert_array_equal(got.class_ids, want.class_ids)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
 
 
 def test_a_failed_capture_runs_eagerly(random_model, caplog):
@@ -373,6 +398,8 @@ def test_frames_are_staged_in_pageable_memory_when_pinning_fails(random_model, m
 
     monkeypatch.setattr(torch, "empty", empty)
     frame = video_frames()[0]
-    first, second = path.stage(frame, {}), path.stage(frame, {})
+    geometry = processing.letterbox_geometry(frame.shape[:2], (SIZE, SIZE), 32)
+    assert geometry.resized_shape == frame.shape[:2]
+    first, second = path.stage(frame, geometry, {}), path.stage(frame, geometry, {})
     assert np.array_equal(first.numpy(), frame) and np.array_equal(second.numpy(), frame)
     assert not path._pin and caplog.text.count("cannot pin host memory") == 1

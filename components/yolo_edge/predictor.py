@@ -92,7 +92,7 @@ class Predictor:
             stride = self.info.stride if self.info.format == "pytorch" else None
             if self.device_frames is not None:
                 geometry = processing.letterbox_geometry(frame.shape[:2], self.info.input_shape, stride)
-                staged = self.device_frames.stage(frame, {} if buffers is None else buffers)
+                staged = self.device_frames.stage(frame, geometry, {} if buffers is None else buffers)
                 return Prepared(frame, staged, geometry, (time.perf_counter() - start) * 1000)
             tensor, geometry = processing.preprocess(frame, self.info.input_shape, self._dtype, buffers, stride)
         return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)

@@ -3,8 +3,9 @@
 Used by the PyTorch backend on a CUDA GPU, where the numpy path would spend more time moving and
 converting pixels than the GPU spends on the network:
 
-- the feeder thread copies each raw uint8 frame into a pinned host buffer (`stage`), the only CPU
-  work per frame besides the source's own decoding;
+- the feeder thread copies each uint8 frame into a pinned host buffer (`stage`), resized there by
+  OpenCV when the letterbox shrinks or grows it (as the numpy path does, so the GPU's input is
+  bit-identical to it), the only CPU work per frame besides the source's own decoding;
 - the inference thread copies it to the GPU (asynchronously, from pinned memory), letterboxes and
   normalises it there into a static input tensor (padding is written once per geometry), and runs
   the network as a CUDA graph captured once per input shape (one launch instead of hundreds);
@@ -26,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, List, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
@@ -58,8 +60,9 @@ def letterbox_on_device(frame: torch.Tensor, geo: Letterbox, out: torch.Tensor) 
     """(H, W, 3) uint8 BGR frame -> its content written into `out` (1, 3, in_h, in_w): RGB in [0, 1].
 
     Only the content region is written; the padding around it is `fill_padding`'s and stays as it is
-    while the geometry does. Resizing is bilinear with half-pixel centres, as cv2.INTER_LINEAR, and
-    rounded to 8 bits like it, so values differ from the numpy path by at most 1/255.
+    while the geometry does. `stage` hands over frames already resized, so the content is copied as it
+    is; a frame of another size is resized here, bilinear with half-pixel centres as cv2.INTER_LINEAR and
+    rounded to 8 bits like it, within 1/255 of the numpy path.
     """
     new_h, new_w = geo.resized_shape
     top, left = geo.offset
@@ -207,13 +210,22 @@ class DeviceFramePath:
 
     # feeder thread ---------------------------------------------------------------------------------
 
-    def stage(self, frame: np.ndarray, buffers: dict) -> torch.Tensor:
-        """Copy a (H, W, 3) uint8 frame into a reusable (pinned, on CUDA) host tensor from `buffers`."""
+    def stage(self, frame: np.ndarray, geometry: Letterbox, buffers: dict) -> torch.Tensor:
+        """The (H, W, 3) uint8 frame at its letterboxed size in a reusable (pinned, on CUDA) host tensor
+        from `buffers`. A frame that needs resizing is resized here, on the feeder thread, by OpenCV as
+        the numpy path does it: the GPU then only pads and normalises, so its input is bit-identical
+        to the host path's (a resize on the GPU differs by up to 1/255 per pixel, and that moves boxes),
+        and a large camera frame crosses to the GPU already small."""
+        new_h, new_w = geometry.resized_shape
+        shape = (new_h, new_w, frame.shape[2])
         staged = buffers.get("staged")
-        if staged is None or tuple(staged.shape) != frame.shape:
-            staged = self._host_frame(frame.shape)
+        if staged is None or tuple(staged.shape) != shape:
+            staged = self._host_frame(shape)
             buffers["staged"] = staged
-        np.copyto(staged.numpy(), frame, casting="no")
+        if (new_h, new_w) == frame.shape[:2]:
+            np.copyto(staged.numpy(), frame, casting="no")
+        else:
+            cv2.resize(frame, (new_w, new_h), dst=staged.numpy(), interpolation=cv2.INTER_LINEAR)
         return staged
 
     def _host_frame(self, shape: tuple[int, ...]) -> torch.Tensor:
