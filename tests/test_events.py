@@ -177,3 +177,21 @@ def test_a_class_the_model_lacks_is_refused_at_start(broker, scene_files, tmp_pa
         assert error["code"] == "invalid_config" and error["key"] == "cameras.yard.filters.classes"
         assert "blue" in error["message"] and error["camera"] == "yard"
         assert not [m for m in operator.since(mark) if m.get("type") == "state" and m.get("state") == "running"]
+
+
+def test_frame_detections_carry_their_track_ids(broker, scene_files, tmp_path):
+    """With events and every frame published, a detection of a confirmed track names its track_id, the
+    same id its events carry; and each square keeps one id from frame to frame."""
+    model, video = scene_files
+    config = Config.from_mapping({**events_config(model, video, tmp_path / "snapshots").to_mapping(),
+                                  "publish_frames": "all", "max_publish_rate": 0, "snapshots": ""})
+    messages = run_scene(broker, config)
+    new_ids = {m["track_id"] for m in messages if m["type"] == "event" and m["event"] == "new"}
+    frames = [m for m in messages if m["type"] == "frame"]
+    tracked = [d for m in frames for d in m["detections"] if "track_id" in d]
+    assert len(new_ids) == 3 and {d["track_id"] for d in tracked} == new_ids
+    assert len(tracked) >= 0.9 * sum(m["detection_count"] for m in frames)  # all but each track's first frame
+    lanes: dict[int, set[int]] = {}
+    for detection in tracked:  # the three squares move in separate lanes (top, middle, bottom)
+        lanes.setdefault(detection["track_id"], set()).add(int(detection["box"][1]) // 110)
+    assert all(len(lane) == 1 for lane in lanes.values()), lanes

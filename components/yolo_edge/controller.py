@@ -380,10 +380,10 @@ class Controller:
         for frame, result in zip(frames, inferred):
             self._seq += 1
             frame.run.record(result)
-            frame.run.observe(result, self._emit)
+            track_ids = frame.run.observe(result, self._emit)
             if result.published:
                 frame.run.publish(result, self._seq, self.config.frames_per_message, self.config.publish_detections,
-                                  self._emit)
+                                  self._emit, track_ids)
         interval = self.config.summary_interval_s
         if interval and time.monotonic() - self._last_summary >= interval:
             active = {name: camera.run for name, camera in self.cameras.items() if camera.run is not None}

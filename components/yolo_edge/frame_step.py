@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import messages
 from .backends import ModelInfo
@@ -87,7 +87,8 @@ def infer_frame(predictor: Predictor, frame: FeedFrame, fps: RollingFPS, gate: P
 
 
 def frame_message(inferred: InferredFrame, *, seq: int, info: ModelInfo, source: str, live: bool,
-                  include_detections: bool = True, camera: str | None = None) -> dict[str, Any]:
+                  include_detections: bool = True, camera: str | None = None,
+                  track_ids: Mapping[int, int] | None = None) -> dict[str, Any]:
     """The `frame` message of an inferred frame; `frame_age_ms` (capture to inference) for live sources."""
     prediction = inferred.prediction
     age = (inferred.started_at - inferred.frame.captured_at) * 1000 if live else None
@@ -96,4 +97,4 @@ def frame_message(inferred: InferredFrame, *, seq: int, info: ModelInfo, source:
         result=prediction.result, preprocess_ms=prediction.preprocess_ms, inference_ms=prediction.inference_ms,
         postprocess_ms=prediction.postprocess_ms, fps=inferred.fps, frame_age_ms=age,
         include_detections=include_detections, camera=camera, batch_size=inferred.batch_size,
-        gather_wait_ms=inferred.gather_wait_ms)
+        gather_wait_ms=inferred.gather_wait_ms, track_ids=track_ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -53,12 +53,15 @@ def _r(value: float, digits: int = 3) -> float:
     return round(float(value), digits)
 
 
-def detections_list(result: Detections, info: ModelInfo) -> list[dict[str, Any]]:
+def detections_list(result: Detections, info: ModelInfo, track_ids: Mapping[int, int] | None = None
+                    ) -> list[dict[str, Any]]:
     boxes = np.round(result.boxes.astype(np.float64), 1).tolist()
     scores = np.round(result.scores.astype(np.float64), 4).tolist()
     out = []
     for i, (box, score, class_id) in enumerate(zip(boxes, scores, result.class_ids.tolist())):
         item: dict[str, Any] = {"class_id": class_id, "label": info.label(class_id), "score": score, "box": box}
+        if track_ids and i in track_ids:
+            item["track_id"] = track_ids[i]
         if result.masks is not None:
             item["polygon"] = np.round(np.asarray(result.masks[i], np.float64), 1).tolist()
         out.append(item)
@@ -74,7 +77,8 @@ def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[
                   result: Detections | Classification, preprocess_ms: float, inference_ms: float,
                   postprocess_ms: float, fps: float, frame_age_ms: float | None = None,
                   include_detections: bool = True, camera: str | None = None, batch_size: int = 1,
-                  gather_wait_ms: float | None = None) -> dict[str, Any]:
+                  gather_wait_ms: float | None = None, track_ids: Mapping[int, int] | None = None
+                  ) -> dict[str, Any]:
     """One inferred frame. A segmentation result whose detections are included must be finished
     (`Prediction.finish()` makes its polygons), so none is ever published unfinished."""
     if include_detections and isinstance(result, Detections) and not result.finished:
@@ -95,7 +99,7 @@ def frame_message(*, seq: int, info: ModelInfo, source: str, frame_shape: tuple[
         message["classes"] = classes_list(result, info) if include_detections else []
     else:
         message["detection_count"] = len(result)
-        message["detections"] = detections_list(result, info) if include_detections else []
+        message["detections"] = detections_list(result, info, track_ids) if include_detections else []
     message["truncated"] = False
     return message
 

@@ -86,10 +86,12 @@ class Run:
             self.scene.finish(emit)
         self.scene = None
 
-    def observe(self, inferred: InferredFrame, emit: Emit) -> None:
-        """The frame's detections through the scene (tracking, zones, lines, events), when events are on."""
-        if self.scene is not None:
-            self.scene.observe(inferred.prediction.result, inferred.frame.prepared.frame, emit)
+    def observe(self, inferred: InferredFrame, emit: Emit) -> Mapping[int, int]:
+        """The frame's detections through the scene (tracking, zones, lines, events), when events are on;
+        detection index -> track id of those that belong to a confirmed track."""
+        if self.scene is None:
+            return {}
+        return self.scene.observe(inferred.prediction.result, inferred.frame.prepared.frame, emit)
 
     def note_ready(self, frame: FeedFrame) -> None:
         """Track how often frames become ready (the batch gathering waits at most one such interval)."""
@@ -111,10 +113,11 @@ class Run:
             self.stats.dropped += 1
 
     def publish(self, inferred: InferredFrame, seq: int, frames_per_message: int, include_detections: bool,
-                emit: Emit) -> None:
+                emit: Emit, track_ids: Mapping[int, int] | None = None) -> None:
         """The frame's message, alone or batched (`frames_per_message`)."""
         message = frame_message(inferred, seq=seq, info=inferred.info, source=self.source.description,
-                                live=self.live, include_detections=include_detections, camera=self.camera)
+                                live=self.live, include_detections=include_detections, camera=self.camera,
+                                track_ids=track_ids)
         if frames_per_message <= 1:
             emit(message)
             return

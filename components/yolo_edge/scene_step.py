@@ -47,16 +47,18 @@ class SceneReporter:
         """Whether the scene has zones or lines to count."""
         return bool(self.scene.settings.zones or self.scene.settings.lines)
 
-    def observe(self, result: object, frame: np.ndarray, emit: Emit) -> None:
-        """One inferred frame's (filtered) detections; classifications have no objects to follow."""
+    def observe(self, result: object, frame: np.ndarray, emit: Emit) -> Mapping[int, int]:
+        """One inferred frame's (filtered) detections; returns detection index -> track id for the
+        detections that belong to a confirmed track. Classifications have no objects to follow."""
         if not isinstance(result, Detections):
-            return
+            return {}
         update = self.scene.update(result.boxes, result.scores, result.class_ids, frame.shape[:2], time.time(),
                                    time.monotonic())
         self._report(update, frame, emit)
         if self._counts_changed and self._counts_interval_s and self.counting and \
                 time.monotonic() - self._counts_sent_at >= self._counts_interval_s:
             self._send_counts(emit, final=False)
+        return update.track_ids
 
     def finish(self, emit: Emit) -> None:
         """The run ends: `end` for every object still tracked, then the final counts."""

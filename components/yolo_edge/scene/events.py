@@ -69,6 +69,7 @@ class SceneUpdate:
     events: tuple[ObjectEvent, ...] = ()
     crossings: tuple[Crossing, ...] = ()
     counts_changed: bool = False
+    track_ids: Mapping[int, int] = field(default_factory=dict)  # detection index -> its confirmed track's id
 
 
 @dataclass
@@ -146,7 +147,8 @@ class Scene:
         ended = self._end(tracked.ended, wall_time)
         counts_changed = counts_changed or any(event.zones for event in ended)
         events.extend(ended)
-        return SceneUpdate(tuple(events), tuple(crossings), counts_changed)
+        return SceneUpdate(tuple(events), tuple(crossings), counts_changed,
+                           {track.detection_index: track.track_id for track in tracked.tracked})
 
     def finish(self, wall_time: float) -> SceneUpdate:
         """The run ends: an `end` event for every object still tracked."""
