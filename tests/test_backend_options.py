@@ -33,20 +33,21 @@ def test_onnx_options_hold_what_onnx_runtime_uses():
     options = onnx_options().from_request(BackendOptions(device=" CUDA:1 ", half=True, threads=2,
                                                          input_size=[256, 320], task="Segment"))
     assert dataclasses.asdict(options) == {"device": "cuda:1", "threads": 2, "input_size": (256, 320),
-                                           "task": "segment"}
+                                           "task": "segment", "precision": "auto"}
 
 
 def test_torch_options_hold_what_torch_uses():
     options = torch_options().from_request(BackendOptions(device="cpu", half=True, threads=1,
                                                           input_size=(SIZE, SIZE)))
     assert dataclasses.asdict(options) == {"device": "cpu", "half": True, "threads": 1, "input_size": (SIZE, SIZE),
-                                           "task": "auto"}
+                                           "task": "auto", "precision": "auto"}
 
 
 @pytest.mark.parametrize(("device", "index"), [("auto", 0), ("cuda", 0), ("gpu", 0), ("cuda:2", 2), ("1", 1)])
 def test_tensorrt_options_hold_the_cuda_device_index(device, index):
     options = TensorRTOptions.from_request(BackendOptions(device=device, half=True, threads=3))
-    assert dataclasses.asdict(options) == {"device_index": index, "input_size": (640, 640), "task": "auto"}
+    assert dataclasses.asdict(options) == {"device_index": index, "input_size": (640, 640), "task": "auto",
+                                           "precision": "auto"}
 
 
 def test_defaults_match_the_request_defaults():

@@ -242,3 +242,65 @@ def test_latency_onnxruntime_vs_openvino(random_model: Callable[..., Path]) -> N
     model = random_model("detect", 640)
     ort_ms, ov_ms = median_infer_ms(model, "onnxruntime"), median_infer_ms(model, "openvino")
     print(f"YOLOv8n 640 on this CPU: onnxruntime {ort_ms:.1f} ms, openvino f32 {ov_ms:.1f} ms")
+
+
+# --- the config key `precision` ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("configured", "quantized", "capabilities", "expected"), [
+    ("auto", False, ["BF16", "FP32"], "fp32"),  # auto never picks bf16 (README, Models: precision)
+    ("fp32", False, ["FP32"], "fp32"),
+    ("bf16", False, ["BF16", "FP32"], "bf16"),
+    ("fp16", False, ["FP16", "FP32"], "fp16"),
+    ("auto", True, ["FP32", "INT8"], "int8"),
+    ("int8", True, ["FP32", "INT8"], "int8"),
+])
+def test_openvino_precision_choice(configured: str, quantized: bool, capabilities: list, expected: str) -> None:
+    from yolo_edge.backends.openvino import resolve_precision
+
+    assert resolve_precision(configured, quantized, capabilities) == expected
+
+
+@pytest.mark.parametrize(("configured", "quantized", "capabilities", "message"), [
+    ("bf16", False, ["FP32"], "this CPU has no BF16 support"),
+    ("fp16", False, ["BF16", "FP32"], "this CPU has no FP16 support .*use fp32 or bf16"),
+    ("int8", False, ["FP32", "INT8"], "not quantized .*--format onnx-int8"),
+    ("fp32", True, ["FP32", "INT8"], "the model is quantized"),
+    ("bf16", True, ["BF16", "FP32", "INT8"], "the model is quantized"),
+])
+def test_openvino_refuses_what_the_model_or_cpu_cannot_run(configured: str, quantized: bool, capabilities: list,
+                                                            message: str) -> None:
+    from yolo_edge.backends.base import OptionError
+    from yolo_edge.backends.openvino import resolve_precision
+
+    with pytest.raises(OptionError, match=f"config key 'precision' is '{configured}' but .*{message}"):
+        resolve_precision(configured, quantized, capabilities)
+
+
+def test_openvino_loads_in_the_configured_precision(random_model: Callable[..., Path]) -> None:
+    import openvino as ov
+
+    model = random_model("detect", SIZE)
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for precision, hint in (("bf16", "bf16"), ("fp16", "f16")):
+        options = BackendOptions(device="cpu", runtime="openvino", precision=precision)
+        if precision.upper() not in capabilities:
+            with pytest.raises(ModelLoadError, match=f"config key 'precision' is '{precision}'"):
+                load_backend(model, options)
+            continue
+        backend = load_backend(model, options)
+        assert isinstance(backend, OpenVinoBackend) and backend.info.precision == precision
+        assert backend.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == hint
+        assert backend.info.runtime.endswith(f"(CPU, {hint})")
+    assert load_backend(model, BackendOptions(runtime="openvino")).info.precision == "fp32"
+    with pytest.raises(ModelLoadError, match="config key 'precision' is 'int8' but the model is not quantized"):
+        load_backend(model, BackendOptions(runtime="openvino", precision="int8"))
+
+
+def test_openvino_runs_a_quantized_model_in_int8(random_model: Callable[..., Path]) -> None:
+    from test_precision import make_int8_model
+
+    quantized = make_int8_model(random_model)
+    backend = load_backend(quantized, BackendOptions(runtime="openvino"))
+    assert backend.info.precision == "int8" and backend.info.runtime.endswith("(CPU, int8)")
+    with pytest.raises(ModelLoadError, match="config key 'precision' is 'fp32' but the model is quantized"):
+        load_backend(quantized, BackendOptions(runtime="openvino", precision="fp32"))

@@ -24,6 +24,7 @@ from .snapshots import SnapshotSettings
 
 TASKS = ("auto", "detect", "segment", "classify")
 RUNTIMES = ("auto", "onnxruntime", "openvino")  # as yolo_edge.backends.RUNTIMES (config imports no backend)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # as yolo_edge.backends.base.PRECISIONS
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
 MIN_MESSAGE_BYTES = 1024  # room for a state, error or summary message
 
@@ -40,6 +41,13 @@ def _as_device(key: str, value: Any) -> str:
     if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
     raise ConfigError(key, value, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _as_precision(key: str, value: Any) -> str:
+    precision = _as_str(key, value).lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(key, value, " | ".join(PRECISIONS))
+    return precision
 
 
 def _as_runtime(key: str, value: Any) -> str:
@@ -264,6 +272,10 @@ class Config:
     runtime: str = field(default="onnxruntime", metadata=_key(
         "runtime", _as_runtime, "what runs an .onnx model: 'onnxruntime', 'openvino' (CPU, f32) or 'auto' "
         "(OpenVINO when installed on an x86_64 machine and no GPU is asked for, else ONNX Runtime)"))
+    precision: str = field(default="auto", metadata=_key(
+        "precision", _as_precision, "what the model computes in: 'auto' (fp32, or the precision an .onnx/"
+        "engine was exported in), 'fp32', 'fp16', 'bf16' (OpenVINO) or 'int8' (a quantized model); a "
+        "runtime that cannot run it refuses to load"))
     half: bool = field(default=False, metadata=_key(
         "half", _as_bool, "FP16 inference where the backend supports it (PyTorch on CUDA)"))
     max_publish_rate: float = field(default=20.0, metadata=_key(

@@ -229,6 +229,6 @@ def resolve_model_path(model_loc: str, environ: Mapping[str, str] = os.environ) 
 def load_predictor(config: Config) -> Predictor:
     """Load the model `config.model_loc` names with the backend its extension selects."""
     options = BackendOptions(config.device, config.half, config.threads, config.input_size, config.task,
-                             config.runtime)
+                             config.runtime, config.precision)
     backend = load_backend(resolve_model_path(config.model_loc), options)
     return Predictor(backend, PostprocessSettings.from_config(config))

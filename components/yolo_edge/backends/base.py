@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from ..processing import Letterbox
 
 SUPPORTED_TASKS = ("detect", "segment", "classify")
+# The config key `precision`: what a backend computes in. Each backend accepts the ones it can run and
+# refuses the others (ModelLoadError naming the key and value); `auto` is fp32 except where noted.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 InputSize = Tuple[int, int]  # (height, width)
@@ -45,6 +48,7 @@ class BackendOptions:
     input_size: tuple[int, int] = (640, 640)  # used when the model does not fix its own size
     task: str = "auto"
     runtime: str = "onnxruntime"  # what runs an .onnx file: auto | onnxruntime | openvino
+    precision: str = "auto"  # one of PRECISIONS
 
 
 # --- checks shared by the backends' options -----------------------------------------------------------
@@ -70,6 +74,19 @@ def checked_flag(key: str, value: bool) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise OptionError(f"config key {key!r} is {value!r}; expected true or false")
     return bool(value)
+
+
+def checked_precision(precision: str) -> str:
+    """The configured precision in lower case; raises OptionError unless one of PRECISIONS."""
+    value = precision.strip().lower() if isinstance(precision, str) else precision
+    if value in PRECISIONS:
+        return str(value)
+    raise OptionError(f"config key 'precision' is {precision!r}; expected {', '.join(PRECISIONS)}")
+
+
+def precision_refusal(precision: str, why: str) -> str:
+    """The message for a precision a backend cannot run this model in."""
+    return f"config key 'precision' is {precision!r} but {why}"
 
 
 def checked_threads(threads: int) -> int:
@@ -118,6 +135,7 @@ class ModelInfo:
     input_dtype: str = "float32"
     dynamic: bool = False  # the model accepts other input sizes
     max_batch: int = 1  # the most frames `Backend.infer` takes in one call (1: one frame at a time)
+    precision: str = "fp32"  # what the model computes in: fp32 | fp16 | bf16 | int8 (TensorRT: "engine")
 
     @property
     def num_classes(self) -> int:

@@ -17,16 +17,25 @@ from .base import (
     InputSize,
     ModelInfo,
     ModelLoadError,
+    OptionError,
     checked_device,
     checked_input_size,
+    checked_precision,
     checked_task,
     checked_threads,
     options_for,
+    precision_refusal,
 )
 from .metadata import model_task, numbered_names, parse_metadata
 
 _PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+# ONNX operators of a quantized model, as they appear in the file: NodeProto's op_type (field 4, a
+# length-delimited string: tag 0x22, then the length). ONNX Runtime does not list a session's nodes.
+_QUANTIZED_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"DynamicQuantizeLinear", b"QLinearConv",
+                  b"ConvInteger", b"MatMulInteger", b"QLinearMatMul")
+_QUANTIZED_OP_FIELDS = tuple(b"\x22" + bytes([len(op)]) + op for op in _QUANTIZED_OPS)
+INT8_HINT = "make one with `yolo-edge export MODEL --format onnx-int8 --calibration VIDEO`"
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:
@@ -42,18 +51,47 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class OnnxOptions:
     """What ONNX Runtime takes from the configuration. No `half`: a model runs in the precision it
-    was exported in."""
+    was exported in, and `precision` (other than auto) must name that precision."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N (cuda: a GPU execution provider must be installed)
     threads: int = 0  # intra-op threads; 0 = ONNX Runtime's default
     input_size: InputSize = (640, 640)  # (height, width) for a model with a dynamic input size
     task: str = "auto"
+    precision: str = "auto"  # auto (the model's own) | fp32 | fp16 | int8, as the model was exported
 
     @classmethod
     def from_request(cls, request: BackendOptions) -> OnnxOptions:
         """The ONNX part of `request`, checked; raises OptionError naming the config key and value."""
+        precision = checked_precision(request.precision)
+        if precision == "bf16":
+            raise OptionError(precision_refusal(precision, "ONNX Runtime runs a model in the precision it was "
+                                                "exported in (fp32, fp16 or int8); use runtime openvino for bf16"))
         return cls(device=checked_device(request.device), threads=checked_threads(request.threads),
-                   input_size=checked_input_size(request.input_size), task=checked_task(request.task))
+                   input_size=checked_input_size(request.input_size), task=checked_task(request.task),
+                   precision=precision)
+
+
+def model_precision(path: Path, input_dtype: np.dtype) -> str:
+    """The precision an ONNX file was exported in: int8 when it holds quantization operators, fp16 when
+    its input is float16, else fp32."""
+    with path.open("rb") as handle:
+        data = handle.read()
+    if any(field in data for field in _QUANTIZED_OP_FIELDS):
+        return "int8"
+    return "fp16" if input_dtype == np.float16 else "fp32"
+
+
+def resolve_precision(configured: str, exported: str) -> str:
+    """`exported` when `configured` is auto or names it; else OptionError naming the key and value."""
+    if configured in ("auto", exported):
+        return exported
+    if configured == "int8":
+        why = f"the model is not quantized (it is {exported}); {INT8_HINT}"
+    elif configured == "fp16":
+        why = f"the model is {exported}, not an fp16 export (float16 input); export it with half=True"
+    else:
+        why = f"the model is {exported} and ONNX Runtime runs it as exported; use precision auto or {exported}"
+    raise OptionError(precision_refusal(configured, why))
 
 
 class OnnxBackend:
@@ -96,12 +134,16 @@ class OnnxBackend:
         names = meta.get("names") or numbered_names(output_shapes, task)
         active = session.get_providers()[0]
         self.input_dtype = np.dtype(_DTYPES.get(model_input.type, "float32"))
+        try:
+            precision = resolve_precision(options.precision, model_precision(path, self.input_dtype))
+        except OptionError as exc:
+            raise ModelLoadError(str(path), str(exc)) from exc
         self.info = ModelInfo(
             name=path.name, format="onnx", runtime=f"onnxruntime {ort.__version__} ({active})",
             device="cpu" if active == "CPUExecutionProvider" else "cuda", task=task,
             input_shape=(int(input_shape[0]), int(input_shape[1])), names=names,
             stride=int(meta.get("stride", 32)), input_dtype=str(self.input_dtype), dynamic=not fixed,
-            max_batch=_max_batch(shape[0]))
+            max_batch=_max_batch(shape[0]), precision=precision)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         if tensor.dtype != self.input_dtype:

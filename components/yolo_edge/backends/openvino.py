@@ -1,12 +1,13 @@
 """OpenVINO backend (CPU) for `.onnx` files and Ultralytics OpenVINO IR folders (`*_openvino_model/`).
-Imports openvino only. Runs in f32 by default: OpenVINO would otherwise pick bf16 on CPUs that have it,
-and results would drift from ONNX Runtime's."""
+Imports openvino only. Runs in f32 unless the config key `precision` asks for fp16, bf16 or int8:
+OpenVINO would otherwise pick bf16 on CPUs that have it, and results would drift from ONNX Runtime's
+(README, Models: precision)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import openvino as ov
@@ -24,15 +25,28 @@ from .base import (
     OptionError,
     checked_device,
     checked_input_size,
+    checked_precision,
     checked_task,
     checked_threads,
     options_for,
+    precision_refusal,
 )
 from .metadata import model_task, numbered_names, parse_metadata
 
 _DEVICE = "CPU"
-_PRECISION = "f32"
 _DTYPES = {"f32": "float32", "f16": "float16"}
+# config precision -> OpenVINO's INFERENCE_PRECISION_HINT. int8 keeps f32 for the layers the quantized
+# model leaves in float: its FakeQuantize layers run in int8 whatever the hint.
+_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+# config precision -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry it needs (without it OpenVINO
+# would quietly run another precision: f16 becomes bf16 on a CPU without FP16, bf16 becomes f32).
+_CAPABILITIES = {"fp16": "FP16", "bf16": "BF16"}
+# The operation quantized models carry in OpenVINO: ONNX QuantizeLinear/DequantizeLinear pairs (static
+# quantization) and NNCF's IR both read as FakeQuantize. A dynamically quantized ONNX (ConvInteger) does
+# not: OpenVINO runs it in float.
+_QUANTIZE_OPS = frozenset({"FakeQuantize"})
+INT8_HINT = ("make one with `yolo-edge export MODEL --format onnx-int8 --calibration VIDEO` (static "
+             "quantization) or Ultralytics' `yolo export format=openvino int8=True`")
 
 # An input or output shape as this backend reports it: ints, None for a dynamic dimension.
 Dims = List[Optional[int]]
@@ -46,11 +60,12 @@ def is_ir_folder(path: Path) -> bool:
 @dataclass(frozen=True)
 class OpenVinoOptions:
     """What OpenVINO takes from the configuration. CPU only; `device` other than auto/cpu and `half`
-    do not apply (the model runs in f32)."""
+    do not apply (`precision` chooses what the model computes in)."""
 
     threads: int = 0  # INFERENCE_NUM_THREADS; 0 = OpenVINO's default
     input_size: InputSize = (640, 640)  # (height, width) for a model with a dynamic input size
     task: str = "auto"
+    precision: str = "auto"  # auto (fp32, or int8 for a quantized model) | fp32 | fp16 | bf16 | int8
 
     @classmethod
     def from_request(cls, request: BackendOptions) -> OpenVinoOptions:
@@ -60,15 +75,47 @@ class OpenVinoOptions:
             raise OptionError(f"config key 'device' is {device!r} but config key 'runtime' chose OpenVINO, "
                               "which runs on the CPU here; use runtime onnxruntime for a GPU")
         return cls(threads=checked_threads(request.threads), input_size=checked_input_size(request.input_size),
-                   task=checked_task(request.task))
+                   task=checked_task(request.task), precision=checked_precision(request.precision))
 
 
-def compile_config(options: OpenVinoOptions) -> dict[str, str]:
-    """The CPU plugin's properties: f32, latency (one request at a time), the configured threads."""
-    config = {"INFERENCE_PRECISION_HINT": _PRECISION, "PERFORMANCE_HINT": "LATENCY"}
+def resolve_precision(configured: str, quantized: bool, capabilities: Sequence[str]) -> str:
+    """The precision to run in: `auto` is int8 for a quantized model, else fp32 (bf16 and f16 moved
+    boxes beyond tolerance in the equivalence measurements, README). Raises OptionError naming the key
+    and value for what this model or CPU cannot run."""
+    if quantized:
+        if configured not in ("auto", "int8"):
+            raise OptionError(precision_refusal(configured, "the model is quantized (int8); use auto or int8"))
+        return "int8"
+    if configured == "int8":
+        raise OptionError(precision_refusal(configured, f"the model is not quantized (it has no FakeQuantize "
+                                            f"or QuantizeLinear nodes); {INT8_HINT}"))
+    if configured == "auto":
+        return "fp32"
+    needed = _CAPABILITIES.get(configured)
+    if needed is not None and needed not in capabilities:
+        raise OptionError(precision_refusal(configured, f"this CPU has no {needed} support in OpenVINO "
+                                            f"(its capabilities: {', '.join(capabilities)}); use fp32"
+                                            + (" or bf16" if "BF16" in capabilities else "")))
+    return configured
+
+
+def compile_config(options: OpenVinoOptions, precision: str = "fp32") -> dict[str, str]:
+    """The CPU plugin's properties: the precision's hint, latency (one request at a time), the
+    configured threads."""
+    config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = str(options.threads)
     return config
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether an OpenVINO model carries quantization (FakeQuantize) operations."""
+    return any(op.get_type_name() in _QUANTIZE_OPS for op in model.get_ops())
+
+
+def cpu_capabilities(core: Any) -> list[str]:
+    """The CPU plugin's OPTIMIZATION_CAPABILITIES, e.g. ['BF16', 'FP32', 'INT8', ...]."""
+    return [str(entry) for entry in core.get_property(_DEVICE, "OPTIMIZATION_CAPABILITIES")]
 
 
 class OpenVinoBackend:
@@ -95,7 +142,11 @@ class OpenVinoBackend:
             model.reshape([ov.Dimension(shape[0] or -1), 3, input_shape[0], input_shape[1]])
         output_shapes = [_dims(o.get_partial_shape()) for o in model.outputs]
         try:
-            compiled = core.compile_model(model, _DEVICE, compile_config(options))
+            self.precision = resolve_precision(options.precision, is_quantized(model), cpu_capabilities(core))
+        except OptionError as exc:
+            raise ModelLoadError(str(path), str(exc)) from exc
+        try:
+            compiled = core.compile_model(model, _DEVICE, compile_config(options, self.precision))
         except Exception as exc:
             raise ModelLoadError(str(path), f"OpenVINO could not compile it for the CPU ({exc})") from exc
         self.compiled: Any = compiled
@@ -106,10 +157,17 @@ class OpenVinoBackend:
         self.input_dtype = np.dtype(_DTYPES.get(model.inputs[0].get_element_type().get_type_name(), "float32"))
         self.info = ModelInfo(
             name=path.name, format="openvino" if is_ir_folder(path) else "onnx",
-            runtime=f"openvino {openvino_version()} (CPU, {_PRECISION})", device="cpu", task=task,
+            runtime=f"openvino {openvino_version()} (CPU, {self._runtime_precision(compiled)})", device="cpu",
+            task=task,
             input_shape=(int(input_shape[0]), int(input_shape[1])), names=names,
             stride=int(meta.get("stride", 32)), input_dtype=str(self.input_dtype), dynamic=not fixed,
-            max_batch=1 if shape[0] is not None else MAX_BATCH)
+            max_batch=1 if shape[0] is not None else MAX_BATCH, precision=self.precision)
+
+    def _runtime_precision(self, compiled: Any) -> str:
+        """What the compiled model reports it computes in ('f32', 'bf16', ...); 'int8' for a quantized one."""
+        if self.precision == "int8":
+            return "int8"
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         if self.request is None:

@@ -44,8 +44,10 @@ from .base import (
     ModelLoadError,
     OptionError,
     checked_input_size,
+    checked_precision,
     checked_task,
     options_for,
+    precision_refusal,
 )
 from .metadata import model_task, numbered_names, parse_metadata
 
@@ -463,12 +465,35 @@ class TensorRTOptions:
     device_index: int = 0  # the CUDA device
     input_size: InputSize = (640, 640)  # (height, width) for an engine with a dynamic input shape
     task: str = "auto"
+    precision: str = "auto"  # auto, or the precision the engine's metadata says it was built in
 
     @classmethod
     def from_request(cls, request: BackendOptions) -> TensorRTOptions:
         """The TensorRT part of `request`, checked; raises OptionError naming the config key and value."""
         return cls(device_index=cuda_device_index(request.device),
-                   input_size=checked_input_size(request.input_size), task=checked_task(request.task))
+                   input_size=checked_input_size(request.input_size), task=checked_task(request.task),
+                   precision=checked_precision(request.precision))
+
+
+def engine_precision(raw_meta: dict[str, Any]) -> str:
+    """The precision Ultralytics' metadata (header or sidecar) says the engine was built in: int8, fp16,
+    fp32 (`half` false), or 'engine' when the metadata does not say."""
+    flags = {key: str(raw_meta[key]).strip().lower() in ("true", "1") for key in ("int8", "half") if key in raw_meta}
+    if flags.get("int8"):
+        return "int8"
+    if flags.get("half"):
+        return "fp16"
+    return "fp32" if "half" in flags else "engine"
+
+
+def resolve_engine_precision(configured: str, built: str) -> str:
+    """`built` when `configured` is auto or names it; else OptionError: an engine runs as it was built."""
+    if configured in ("auto", built):
+        return built
+    said = (f"the engine was built in {built}" if built != "engine"
+            else "the engine's metadata does not say its precision")
+    raise OptionError(precision_refusal(configured, f"{said} and runs only so; use auto, or rebuild the engine "
+                                        "(yolo-edge export --format engine --half for fp16)"))
 
 
 def cuda_device_index(device: str) -> int:
@@ -517,6 +542,10 @@ class TensorRTBackend:
             raise ModelLoadError(str(path), f"cannot read the file ({exc})") from exc
         raw_meta = {**read_sidecar(path), **header}  # the engine's own header wins
         meta = parse_metadata(raw_meta)
+        try:
+            self.precision = resolve_engine_precision(options.precision, engine_precision(raw_meta))
+        except OptionError as exc:
+            raise ModelLoadError(str(path), str(exc)) from exc
         self.logger = logger = make_logger(trt)
         self.runtime = trt.Runtime(logger)
         if raw_meta.get("dla") is not None:
@@ -576,7 +605,8 @@ class TensorRTBackend:
             name=path.name, format="tensorrt", runtime=f"tensorrt {trt.__version__}",
             device=f"cuda:{options.device_index}", task=task, input_shape=(height, width),
             names=meta.get("names") or numbered_names(output_shapes, task), stride=int(meta.get("stride", 32)),
-            input_dtype=str(self.input.dtype), dynamic=-1 in self.input_dims[2:], max_batch=max_batch)
+            input_dtype=str(self.input.dtype), dynamic=-1 in self.input_dims[2:], max_batch=max_batch,
+            precision=self.precision)
         log.info("loaded TensorRT engine %s (TensorRT %s, %s API, CUDA via %s, input %s %s, batches of 1 to %d)",
                  path.name, trt.__version__, self.api.generation.value, cuda.name, self.input.shape,
                  self.input.dtype, max_batch)

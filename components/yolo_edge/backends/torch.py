@@ -33,12 +33,15 @@ from .base import (
     InputSize,
     ModelInfo,
     ModelLoadError,
+    OptionError,
     checked_device,
     checked_flag,
     checked_input_size,
+    checked_precision,
     checked_task,
     checked_threads,
     options_for,
+    precision_refusal,
 )
 from .metadata import model_task
 from .torch_frames import DeviceFramePath, export_outputs
@@ -53,13 +56,20 @@ class TorchOptions:
     threads: int = 0  # torch's intra-op threads; 0 = torch's default
     input_size: InputSize = (640, 640)  # (height, width): multiples of the model's stride
     task: str = "auto"
+    precision: str = "auto"  # auto (fp16 when `half`) | fp32 | fp16 (= half, CUDA only)
 
     @classmethod
     def from_request(cls, request: BackendOptions) -> TorchOptions:
         """The PyTorch part of `request`, checked; raises OptionError naming the config key and value."""
-        return cls(device=checked_device(request.device), half=checked_flag("half", request.half),
+        half = checked_flag("half", request.half)
+        precision = checked_precision(request.precision)
+        if precision in ("bf16", "int8"):
+            raise OptionError(precision_refusal(precision, "the PyTorch backend runs fp32, or fp16 on a CUDA GPU"))
+        if precision == "fp32" and half:
+            raise OptionError(precision_refusal(precision, "config key 'half' is true; set one of them"))
+        return cls(device=checked_device(request.device), half=half or precision == "fp16",
                    threads=checked_threads(request.threads), input_size=checked_input_size(request.input_size),
-                   task=checked_task(request.task))
+                   task=checked_task(request.task), precision=precision)
 
 
 def choose_device(wanted: str) -> torch.device:
@@ -170,6 +180,9 @@ class TorchBackend:
                                  f"{input_shape[1]}; a {task} model needs multiples of its stride {stride}")
         _one_to_many_head(model)
         model = _fused(model)
+        if options.precision == "fp16" and self.device.type != "cuda":
+            raise ModelLoadError(str(path), precision_refusal("fp16", f"the PyTorch backend runs fp16 on a CUDA GPU "
+                                                                      f"only, and the device is {self.device}"))
         self.half = bool(options.half and self.device.type == "cuda")  # FP16 only pays off on a GPU
         model = model.to(self.device).eval()
         model = model.half() if self.half else model.float()
@@ -183,7 +196,7 @@ class TorchBackend:
         self.info = ModelInfo(
             name=path.name, format="pytorch", runtime=f"torch {version}", device=device_name, task=task,
             input_shape=input_shape, names=_class_names(model), stride=stride, input_dtype="float32", dynamic=True,
-            max_batch=MAX_BATCH)
+            max_batch=MAX_BATCH, precision="fp16" if self.half else "fp32")
         self.frame_path: DeviceFramePath | None = None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN time its kernels once
