@@ -304,3 +304,24 @@ def test_openvino_runs_a_quantized_model_in_int8(random_model: Callable[..., Pat
     assert backend.info.precision == "int8" and backend.info.runtime.endswith("(CPU, int8)")
     with pytest.raises(ModelLoadError, match="config key 'precision' is 'fp32' but the model is quantized"):
         load_backend(quantized, BackendOptions(runtime="openvino", precision="fp32"))
+
+
+def test_compiled_models_are_cached_between_starts(random_model, tmp_path, monkeypatch):
+    from yolo_edge.backends.openvino import compiled_model_cache
+
+    assert compiled_model_cache({"YOLO_EDGE_CACHE_DIR": "off"}) is None
+    assert compiled_model_cache({"YOLO_EDGE_CACHE_DIR": str(tmp_path)}) == tmp_path / "openvino"
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert compiled_model_cache({"YOLO_EDGE_CACHE_DIR": str(blocked)}) is None  # runs on, uncached
+
+    monkeypatch.setenv("YOLO_EDGE_CACHE_DIR", str(tmp_path / "cache"))
+    path = random_model("detect", 320)
+    frame = processing.preprocess(cv2.imread(str(asset_images()[0])), (320, 320))[0]
+    first = load_backend(path, BackendOptions(runtime="openvino", input_size=(320, 320)))
+    cached = sorted((tmp_path / "cache" / "openvino").iterdir())
+    assert cached, "the first load leaves the compiled model in the cache"
+    second = load_backend(path, BackendOptions(runtime="openvino", input_size=(320, 320)))
+    assert sorted((tmp_path / "cache" / "openvino").iterdir()) == cached  # read, not compiled again
+    for ours, theirs in zip(first.infer(frame), second.infer(frame)):
+        np.testing.assert_array_equal(ours, theirs)
