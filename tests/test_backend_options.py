@@ -33,7 +33,7 @@ def test_onnx_options_hold_what_onnx_runtime_uses():
     options = onnx_options().from_request(BackendOptions(device=" CUDA:1 ", half=True, threads=2,
                                                          input_size=[256, 320], task="Segment"))
     assert dataclasses.asdict(options) == {"device": "cuda:1", "threads": 2, "input_size": (256, 320),
-                                           "task": "segment", "precision": "auto"}
+                                           "task": "segment", "precision": "auto", "tensorrt": False}
 
 
 def test_torch_options_hold_what_torch_uses():

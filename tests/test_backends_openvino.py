@@ -158,10 +158,11 @@ def test_openvino_refuses_a_gpu_device(random_model: Callable[..., Path]) -> Non
 
 
 def test_runtime_key_default_and_validation() -> None:
-    assert Config().runtime == "onnxruntime"
+    assert Config().runtime == "auto"
     assert CONFIG_RUNTIMES == RUNTIMES
     assert Config.from_mapping({"runtime": "OpenVINO"}).runtime == "openvino"
-    for bad in ("tensorrt", "", 3):
+    assert Config.from_mapping({"runtime": "TensorRT"}).runtime == "tensorrt"
+    for bad in ("tvm", "", 3):
         with pytest.raises(ConfigError, match="runtime"):
             Config.from_mapping({"runtime": bad})
 
@@ -180,10 +181,28 @@ def test_load_backend_refuses_an_unknown_runtime(random_model: Callable[..., Pat
     ("auto", "auto", True, "aarch64", "onnxruntime"),
     ("auto", "cuda", True, "x86_64", "onnxruntime"),
     ("auto", "cuda:1", True, "x86_64", "onnxruntime"),
+    ("tensorrt", "auto", True, "x86_64", "tensorrt"),
 ])
 def test_auto_runtime_choice(configured: str, device: str, installed: bool, machine: str, expected: str) -> None:
     runtime, why = choose_runtime(configured, device, installed, machine)
     assert runtime == expected and why
+
+
+@pytest.mark.parametrize(("device", "expected"), [("auto", "onnxruntime"), ("cpu", "openvino")])
+def test_auto_prefers_the_gpu_where_onnx_runtime_has_a_gpu_provider(device: str, expected: str) -> None:
+    runtime, why = choose_runtime("auto", device, True, "x86_64", ["TensorrtExecutionProvider"])
+    assert runtime == expected
+    assert device == "cpu" or "TensorrtExecutionProvider" in why
+
+
+def test_the_tensorrt_runtime_needs_onnx_runtimes_tensorrt_provider(random_model: Callable[..., Path]) -> None:
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime's TensorRT provider")
+    with pytest.raises(ModelLoadError, match="config key 'runtime' is 'tensorrt' but ONNX Runtime has no "
+                                             "TensorRT provider .*yolo-edge export MODEL --format engine"):
+        load_backend(random_model("detect", SIZE), BackendOptions(runtime="tensorrt"))
 
 
 def test_auto_runtime_loads_openvino_here_on_x86_64(random_model: Callable[..., Path]) -> None:

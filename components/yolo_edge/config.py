@@ -23,7 +23,7 @@ from .scene.zones import ZoneSpec, parse_zones
 from .snapshots import SnapshotSettings
 
 TASKS = ("auto", "detect", "segment", "classify")
-RUNTIMES = ("auto", "onnxruntime", "openvino")  # as yolo_edge.backends.RUNTIMES (config imports no backend)
+RUNTIMES = ("auto", "onnxruntime", "openvino", "tensorrt")  # as yolo_edge.backends.RUNTIMES (no backend import)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # as yolo_edge.backends.base.PRECISIONS
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
 MIN_MESSAGE_BYTES = 1024  # room for a state, error or summary message
@@ -269,9 +269,10 @@ class Config:
         "task", _as_task, "expected task; 'auto' takes it from the model metadata, anything else must match"))
     device: str = field(default="auto", metadata=_key(
         "device", _as_device, "'auto' (GPU when present), 'cpu', 'cuda' or 'cuda:N'"))
-    runtime: str = field(default="onnxruntime", metadata=_key(
-        "runtime", _as_runtime, "what runs an .onnx model: 'onnxruntime', 'openvino' (CPU, f32) or 'auto' "
-        "(OpenVINO when installed on an x86_64 machine and no GPU is asked for, else ONNX Runtime)"))
+    runtime: str = field(default="auto", metadata=_key(
+        "runtime", _as_runtime, "what runs an .onnx model: 'auto' (ONNX Runtime's GPU providers on an NVIDIA GPU, "
+        "else OpenVINO when installed on an x86_64 CPU, else ONNX Runtime), 'onnxruntime', 'openvino' or "
+        "'tensorrt' (ONNX Runtime's TensorRT provider)"))
     precision: str = field(default="auto", metadata=_key(
         "precision", _as_precision, "what the model computes in: 'auto' (fp32, or the precision an .onnx/"
         "engine was exported in), 'fp32', 'fp16', 'bf16' (OpenVINO) or 'int8' (a quantized model); a "

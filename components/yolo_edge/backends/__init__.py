@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import platform
 from pathlib import Path
+from typing import Sequence
 
 from .base import Backend, BackendOptions, DeviceFrames, DeviceResult, ModelInfo, ModelLoadError
 
@@ -24,7 +25,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
 OPENVINO_MODULE = "yolo_edge.backends.openvino"
 # An Ultralytics OpenVINO export is a folder (<name>.xml, .bin, metadata.yaml) named like this.
 IR_FOLDER_SUFFIX = "_openvino_model"
-RUNTIMES = ("auto", "onnxruntime", "openvino")  # the config key `runtime`: what runs an .onnx file
+RUNTIMES = ("auto", "onnxruntime", "openvino", "tensorrt")  # the config key `runtime`: what runs an .onnx file
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # ONNX Runtime's, fastest first
 _X86_64 = ("x86_64", "amd64")
 
 __all__ = ["BACKENDS", "RUNTIMES", "Backend", "BackendOptions", "DeviceFrames", "DeviceResult", "ModelInfo",
@@ -48,18 +50,34 @@ def format_for(path: str | Path) -> str:
     return BACKENDS[suffix][1]
 
 
-def choose_runtime(configured: str, device: str, openvino_installed: bool, machine: str) -> tuple[str, str]:
-    """(runtime, why) for an .onnx file. `auto`: OpenVINO when it is installed, the machine is x86_64 and
-    no GPU is asked for; else ONNX Runtime."""
+def choose_runtime(configured: str, device: str, openvino_installed: bool, machine: str,
+                   gpu_providers: Sequence[str] = ()) -> tuple[str, str]:
+    """(runtime, why) for an .onnx file. `auto`: ONNX Runtime on an NVIDIA GPU (its TensorRT or CUDA
+    execution provider, `gpu_providers`) unless the CPU is asked for; else OpenVINO when it is installed
+    on an x86_64 machine; else ONNX Runtime on the CPU. `tensorrt` is ONNX Runtime's TensorRT provider."""
     if configured != "auto":
         return configured, "configured"
-    if device.strip().lower().startswith("cuda"):
-        return "onnxruntime", f"device is {device!r}: OpenVINO runs on the CPU here"
+    wanted = device.strip().lower()
+    if wanted.startswith("cuda"):
+        return "onnxruntime", f"device is {device!r}: ONNX Runtime's GPU providers run it"
+    if wanted != "cpu" and gpu_providers:
+        return "onnxruntime", f"an NVIDIA GPU with ONNX Runtime's {gpu_providers[0]}"
     if machine.lower() not in _X86_64:
         return "onnxruntime", f"the machine is {machine or 'unknown'}, not x86_64"
     if not openvino_installed:
         return "onnxruntime", "OpenVINO is not installed"
     return "openvino", f"OpenVINO is installed and the machine is {machine}"
+
+
+def _onnxruntime_gpu_providers() -> list[str]:
+    """ONNX Runtime's GPU providers, when an NVIDIA driver is present (ONNX Runtime is imported only then)."""
+    if not (Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()):
+        return []
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    import onnxruntime
+
+    return [p for p in GPU_PROVIDERS if p in onnxruntime.get_available_providers()]
 
 
 def _openvino_installed() -> bool:
@@ -73,7 +91,9 @@ def _module_for(path: Path, options: BackendOptions) -> tuple[str, str]:
     module_name, format_name = BACKENDS[path.suffix.lower()]
     if format_name != "onnx":
         return module_name, format_name
-    runtime, why = choose_runtime(options.runtime, options.device, _openvino_installed(), platform.machine())
+    gpu_providers = _onnxruntime_gpu_providers() if options.runtime == "auto" else []
+    runtime, why = choose_runtime(options.runtime, options.device, _openvino_installed(), platform.machine(),
+                                  gpu_providers)
     if options.runtime == "auto":
         log.info("runtime auto: %s for %s (%s)", runtime, path.name, why)
     return (OPENVINO_MODULE, "openvino") if runtime == "openvino" else (module_name, format_name)

@@ -47,7 +47,7 @@ class BackendOptions:
     threads: int = 0  # 0 = runtime default
     input_size: tuple[int, int] = (640, 640)  # used when the model does not fix its own size
     task: str = "auto"
-    runtime: str = "onnxruntime"  # what runs an .onnx file: auto | onnxruntime | openvino
+    runtime: str = "onnxruntime"  # what runs an .onnx file: auto | onnxruntime | openvino | tensorrt (Config: auto)
     precision: str = "auto"  # one of PRECISIONS
 
 
