@@ -109,7 +109,7 @@ def _unknown_extension(tmp: Path) -> Path:
 # (id, model path maker, config extras, predictor factory or None for the real loader, cause fragment)
 MODEL_FAULTS = [
     ("missing", lambda tmp, good: tmp / "nowhere" / "missing.onnx", {}, None, "file not found"),
-    ("corrupt", lambda tmp, good: _corrupt(tmp), {}, None, "ONNX Runtime could not read it"),
+    ("corrupt", lambda tmp, good: _corrupt(tmp), {}, None, "could not read it"),  # ONNX Runtime or OpenVINO
     ("unknown-extension", lambda tmp, good: _unknown_extension(tmp), {}, None, "unknown model extension '.tflite'"),
     ("wrong-task", lambda tmp, good: good, {"task": "segment"}, None, "config key 'task' asks for 'segment'"),
     ("engine-without-tensorrt", lambda tmp, good: _garbage_engine(tmp), {}, None, "TensorRT"),
