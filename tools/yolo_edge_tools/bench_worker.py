@@ -420,7 +420,7 @@ def ultralytics_runtime(model: Any) -> tuple[str, str | None]:
         import openvino as ov
 
         devices = ", ".join(compiled.get_property("EXECUTION_DEVICES"))
-        precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        precision = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())  # "bf16", "f32"
         return f"openvino {str(ov.get_version()).split('-')[0]} ({devices})", precision
     session = getattr(backend, "session", None)
     if session is not None and hasattr(session, "get_providers"):
