@@ -118,6 +118,7 @@ def test_quiet_reruns_noisy_runs_and_keeps_the_quietest(monkeypatch, tmp_path: P
     (["--runtimes", "tensorrt"], "--runtimes"),
     (["--runtimes", "onnxruntime,openvin"], "--runtimes"),
     (["--ultralytics-openvino-precision", "bf16"], "--ultralytics-openvino-precision"),
+    (["--precision", "fp64"], "--precision"),
 ])
 def test_bad_options_name_the_flag(argv: list[str], needle: str, tmp_path: Path, capsys) -> None:
     assert main(["bench", "yolov8n.yaml", *argv, "--output", str(tmp_path)]) == 2

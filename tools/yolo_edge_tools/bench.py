@@ -142,6 +142,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "runs) and/or serial (no overlap) (default: %(default)s)")
     parser.add_argument("--bare", action="store_true",
                         help="add the bare session.run baseline of the same model and threads")
+    parser.add_argument("--precision", default=None,
+                        help="the component's config key `precision` for our rows (e.g. fp32, bf16), where the "
+                             "component has that key (default: its default)")
     parser.add_argument("--compare-ultralytics", action="store_true",
                         help="add Ultralytics' own predictor on the same model file and video, and (architecture "
                              "names, with openvino installed) on Ultralytics' own OpenVINO export of the weights")
@@ -523,6 +526,20 @@ def outcome(result: dict[str, Any]) -> str:
             + ("" if noise is None else f", others' CPU {noise:.0f}%"))
 
 
+def parse_precision(value: str | None) -> str | None:
+    """--precision checked by the component's own config parser; None: not given."""
+    if value is None:
+        return None
+    config_keys = Config.keys()  # the component's public key names
+    if "precision" not in config_keys:
+        raise ConfigError("--precision", value, "nothing yet: this component has no config key 'precision'")
+    try:
+        Config.from_mapping({"precision": value})
+    except ConfigError as exc:
+        raise ConfigError("--precision", value, exc.allowed) from None
+    return value
+
+
 def runtime_label(info: dict[str, Any]) -> str:
     """The runtime a row ran on, with its precision where the worker found one."""
     runtime = str(info.get("runtime") or "?")
@@ -541,6 +558,7 @@ class Options:
     class_bias: float | None
     runtimes: list[str] = field(default_factory=list)
     openvino_precisions: tuple[str, ...] = ("default",)
+    precision: str | None = None  # the config key `precision` for our rows; None: the component's default
 
     @classmethod
     def parse(cls, args: argparse.Namespace, urls: bool = False) -> Options:
@@ -550,7 +568,7 @@ class Options:
                       parse_class_bias(args.class_bias), parse_list("--runtimes", args.runtimes or default_runtime(),
                                                                     RUNTIMES),
                       tuple(parse_list("--ultralytics-openvino-precision", args.ultralytics_openvino_precision,
-                                       ULTRALYTICS_OPENVINO_PRECISIONS)))
+                                       ULTRALYTICS_OPENVINO_PRECISIONS)), parse_precision(args.precision))
         for flag, value, low in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0),
                                  ("--repeat", args.repeat, 1)):
             if value < low:
@@ -610,7 +628,8 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(tmp)
         source, source_info = prepare_source(args, options.video_size, workdir)
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
-                "half": args.half, "messages": not args.no_messages}
+                "half": args.half, "messages": not args.no_messages,
+                **({} if options.precision is None else {"precision": options.precision})}
         total = len(jobs) * args.repeat
         print(f"{len(jobs)} configurations x {args.repeat} repeat(s), {args.warmup} warm-up + {args.frames} "
               f"measured frames each, every one in its own process")
@@ -628,7 +647,7 @@ def run(args: argparse.Namespace) -> int:
         **report_head(args),
         "settings": {"sizes": [list(s) for s in sizes], "frames": args.frames, "warmup": args.warmup,
                      "repeat": args.repeat, "threads": threads, "modes": modes, "bare": args.bare,
-                     "runtimes": options.runtimes,
+                     "runtimes": options.runtimes, "precision": options.precision,
                      "ultralytics_openvino_precision": list(options.openvino_precisions),
                      "compare_ultralytics": args.compare_ultralytics, "messages": not args.no_messages,
                      "device": args.device, "half": args.half, "source": source_info,
@@ -661,7 +680,7 @@ def command_line(args: argparse.Namespace) -> str:
     options = (("--formats", "formats", "onnx"),
                ("--class-bias", "class_bias", "-1.0"), ("--source", "source", None),
                ("--video-size", "video_size", "480x640"), ("--repeat", "repeat", 1), ("--threads", "threads", "0"),
-               ("--modes", "modes", "pipeline"), ("--runtimes", "runtimes", None),
+               ("--modes", "modes", "pipeline"), ("--runtimes", "runtimes", None), ("--precision", "precision", None),
                ("--ultralytics-openvino-precision", "ultralytics_openvino_precision", "default"),
                ("--quiet", "quiet", 0.0), ("--device", "device", "auto"), ("--streams", "streams", None))
     for flag, name, default in options:

@@ -176,11 +176,12 @@ def config_for(spec: dict[str, Any], **extra: Any):
     from yolo_edge.config import Config
 
     height, width = spec["size"]
-    runtime = {"runtime": spec["runtime"]} if spec.get("runtime") else {}
+    # runtime and precision only where asked: the component's own defaults otherwise
+    asked = {key: spec[key] for key in ("runtime", "precision") if spec.get(key)}
     return Config.from_mapping({
         "model_loc": spec["model"], "camera_id": spec["source"], "MODEL_HEIGHT": height, "MODEL_WIDTH": width,
         "threads": spec.get("threads", 0), "device": spec.get("device", "auto"), "half": spec.get("half", False),
-        "task": spec.get("task", "auto"), "max_publish_rate": 0, **runtime, **extra})
+        "task": spec.get("task", "auto"), "max_publish_rate": 0, **asked, **extra})
 
 
 def _count(result: Any) -> int:
