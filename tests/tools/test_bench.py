@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from yolo_edge.backends import choose_runtime
 from yolo_edge.cli import main
-from yolo_edge_tools import bench, bench_worker
+from yolo_edge_tools import bench, bench_report, bench_worker
 
 STAGES = ("preprocess", "inference", "postprocess", "total", "message", "frame")
 
@@ -113,6 +115,10 @@ def test_quiet_reruns_noisy_runs_and_keeps_the_quietest(monkeypatch, tmp_path: P
     (["--modes", "fast"], "--modes"),
     (["--frames", "0"], "--frames"),
     (["--formats", "tflite"], "--formats"),
+    (["--runtimes", "tensorrt"], "--runtimes"),
+    (["--runtimes", "onnxruntime,openvin"], "--runtimes"),
+    (["--ultralytics-openvino-precision", "bf16"], "--ultralytics-openvino-precision"),
+    (["--precision", "fp64"], "--precision"),
 ])
 def test_bad_options_name_the_flag(argv: list[str], needle: str, tmp_path: Path, capsys) -> None:
     assert main(["bench", "yolov8n.yaml", *argv, "--output", str(tmp_path)]) == 2
@@ -168,3 +174,98 @@ def test_gpu_path_details_reach_the_summary_and_the_report() -> None:
     configs = _target_configs("cuda:0", "pytorch", 300.0, run["device_frames"])
     assert bench_report.gpu_path_notes(configs) == [
         "- yolov8n pytorch 640×640: CUDA graphs on, 0 capture failure(s), decoding on the device"]
+
+
+def test_bad_runtimes_message_lists_the_allowed_runtimes(tmp_path: Path, capsys) -> None:
+    assert main(["bench", "yolov8n.yaml", "--runtimes", "onnxruntime,gpu", "--output", str(tmp_path)]) == 2
+    assert ("config key '--runtimes': invalid value 'onnxruntime,gpu'; allowed: a comma-separated list of "
+            "auto, onnxruntime, openvino") in capsys.readouterr().err
+
+
+# --- runtimes and Ultralytics' own OpenVINO export (real 64x64 runs) -------------------------------------
+
+RUNTIME_ARGS = ["--sizes", "64", "--frames", "3", "--warmup", "1", "--class-bias", "none", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def runtimes_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
+    pytest.importorskip("openvino")
+    output = tmp_path_factory.mktemp("bench-runtimes")
+    code = main(["bench", "yolov8n.yaml", *RUNTIME_ARGS, "--runtimes", "onnxruntime,openvino,auto", "--bare",
+                 "--compare-ultralytics", "--ultralytics-openvino-precision", "default,f32", "--output", str(output)])
+    return code, json.loads((output / "bench.json").read_text()), (output / "bench.md").read_text()
+
+
+def _openvino_default_precision() -> str:
+    import openvino as ov
+
+    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name())
+
+
+def test_one_row_per_runtime_each_naming_the_runtime_it_ran_on(runtimes_run) -> None:
+    code, report, _ = runtimes_run
+    assert code == 0
+    configs = report["configurations"]
+    assert [(c["mode"], c["runtime"], c["format"], c["openvino_precision"]) for c in configs] == [
+        ("pipeline", "onnxruntime", "onnx", None), ("bare", "onnxruntime", "onnx", None),
+        ("pipeline", "openvino", "onnx", None), ("bare", "openvino", "onnx", None),
+        ("pipeline", "auto", "onnx", None), ("bare", "auto", "onnx", None),
+        ("ultralytics", None, "onnx", None),
+        ("ultralytics", None, "openvino", "default"), ("ultralytics", None, "openvino", "f32")]
+    auto_picks = choose_runtime("auto", "cpu", True, platform.machine())[0]
+    expected = {"onnxruntime": "onnxruntime ", "openvino": "openvino ", "auto": f"{auto_picks} "}
+    for config in configs[:6]:
+        summary = config["summary"]
+        assert "error" not in summary, summary
+        assert summary["frames"] == 3
+        assert summary["info"]["runtime"].startswith(expected[config["runtime"]]), (config["runtime"], summary)
+        assert summary["info"]["format"] == "onnx" and summary["info"]["input_shape"] == [64, 64]
+    openvino_bare = next(c for c in configs if c["mode"] == "bare" and c["runtime"] == "openvino")
+    assert openvino_bare["summary"]["bare_call"] == "backend.infer"
+    assert next(c for c in configs if c["mode"] == "bare")["summary"]["bare_call"] == "session.run"
+    assert report["settings"]["runtimes"] == ["onnxruntime", "openvino", "auto"]
+
+
+def test_ultralytics_runs_its_own_openvino_export_at_the_precision_it_reports(runtimes_run) -> None:
+    _, report, table = runtimes_run
+    onnx_path = report["configurations"][0]["path"]
+    ultralytics_onnx, ov_default, ov_f32 = report["configurations"][6:]
+    assert ultralytics_onnx["path"] == onnx_path
+    assert "onnxruntime" in ultralytics_onnx["summary"]["info"]["runtime"]
+    assert ov_default["path"] == ov_f32["path"] and ov_default["path"].endswith("yolov8n-64x64_openvino_model")
+    assert Path(ov_default["path"], "metadata.yaml").is_file()
+    assert Path(ov_default["path"]).parent == Path(onnx_path).parent  # cached beside the .onnx export
+    for config, precision in ((ov_default, _openvino_default_precision()), (ov_f32, "f32")):
+        summary = config["summary"]
+        assert "error" not in summary, summary
+        assert summary["frames"] == 3
+        assert summary["info"]["runtime"].startswith("ultralytics ") and " · openvino " in summary["info"]["runtime"]
+        assert summary["info"]["precision"] == precision
+    columns = ("yolov8n ONNX · onnxruntime", "yolov8n ONNX · openvino · bare", "yolov8n ONNX · auto",
+               "yolov8n ONNX · Ultralytics", "yolov8n OpenVINO IR · Ultralytics · default",
+               "yolov8n OpenVINO IR · Ultralytics · f32")
+    header = next(line for line in table.splitlines() if line.startswith("| input H×W |"))
+    assert all(f" {column} |" in header for column in columns), header
+    assert f"· {_openvino_default_precision()} |" in table and "openvino" in table and "(asked: auto)" in table
+    peer_checks = [c for c in report["targets"] if "Ultralytics' OpenVINO export" in c["check"]]
+    assert sorted((c["column"], c["check"]) for c in peer_checks) == sorted(
+        (column, f"end-to-end FPS vs Ultralytics' OpenVINO export (ours f32, theirs {theirs})")
+        for column in ("yolov8n ONNX · openvino", "yolov8n ONNX · auto")
+        for theirs in (bench_report._short_precision(_openvino_default_precision()), "f32"))
+
+
+def test_our_rows_run_on_the_ultralytics_openvino_folder_itself(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    code = main(["bench", "yolov8n.yaml", *RUNTIME_ARGS, "--formats", "openvino", "--runtimes", "onnxruntime",
+                 "--bare", "--compare-ultralytics", "--output", str(tmp_path)])
+    assert code == 0
+    configs = json.loads((tmp_path / "bench.json").read_text())["configurations"]
+    assert [(c["mode"], c["runtime"], c["openvino_precision"]) for c in configs] == [
+        ("pipeline", None, None), ("bare", None, None), ("ultralytics", None, "default")]
+    assert len({c["path"] for c in configs}) == 1 and configs[0]["path"].endswith("_openvino_model")
+    for config in configs:
+        assert "error" not in config["summary"], config["summary"]
+    assert configs[0]["summary"]["info"]["format"] == "openvino"
+    assert configs[0]["summary"]["info"]["runtime"].startswith("openvino ")
+    assert [c["column"] for c in configs] == ["yolov8n OpenVINO IR", "yolov8n OpenVINO IR · bare",
+                                              "yolov8n OpenVINO IR · Ultralytics"]

@@ -6,11 +6,15 @@ The measured path is the component's own: the frame feeder thread reads and prep
 while the predictor infers frame N, then the frame message is built and JSON-encoded. Warm-up
 frames are left out. Optional extra rows: `--bare` (the runtime's bare session.run on one
 preprocessed tensor, same threads: the floor) and `--compare-ultralytics` (Ultralytics' own
-predictor on the same model file and video).
+predictor on the same model file and video, and, where OpenVINO is installed, on Ultralytics' own
+OpenVINO export of the same weights: the fair peer on Intel CPUs).
 
-Models are files (.onnx, .pt, .engine/.trt) or Ultralytics architecture names such as yolov8n.yaml,
-which are built with RANDOM weights and exported at each size (boxes are meaningless, timings are
-real). Writes bench.md (tables), bench.json (every run, the environment) and bench.png (chart).
+`.onnx` models run in each runtime of `--runtimes` (onnxruntime, openvino, auto: the component's config
+key `runtime`), one row per runtime; every row names the runtime (and precision) it actually ran on.
+
+Models are files (.onnx, .pt, .engine/.trt, *_openvino_model/ folders) or Ultralytics architecture
+names such as yolov8n.yaml, which are built with RANDOM weights and exported at each size (boxes are
+meaningless, timings are real). Writes bench.md (tables), bench.json (every run, the environment) and bench.png (chart).
 
 With `--streams 1,2,4,8` it measures several cameras in one component instead, batched and unbatched
 side by side (`bench_streams`), and writes bench-streams.md and bench-streams.json.
@@ -27,24 +31,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Tuple
 
 from yolo_edge import __version__
-from yolo_edge.backends import ModelLoadError, format_for
-from yolo_edge.config import ConfigError
+from yolo_edge.backends import RUNTIMES, ModelLoadError, format_for
+from yolo_edge.config import Config, ConfigError
 
 from . import samples
 
 DEFAULT_SIZES = "640,480x640,320,224"
 ARCHITECTURE_SUFFIXES = (".yaml", ".yml")
 # --formats for architecture names -> (Ultralytics export format, file extension)
-EXPORTS = {"onnx": ("onnx", ".onnx"), "pt": ("pt", ".pt"), "engine": ("engine", ".engine")}
-FORMAT_TITLES = {"onnx": "ONNX", "pytorch": "PyTorch", "tensorrt": "TensorRT"}
+# ("openvino": Ultralytics' OpenVINO IR folder, which our rows load as the model too)
+EXPORTS = {"onnx": ("onnx", ".onnx"), "pt": ("pt", ".pt"), "engine": ("engine", ".engine"),
+           "openvino": ("openvino", "_openvino_model")}
+FORMAT_TITLES = {"onnx": "ONNX", "pytorch": "PyTorch", "tensorrt": "TensorRT", "openvino": "OpenVINO IR"}
 RUNNER_TITLES = {"pipeline": "", "serial": "serial", "bare": "bare", "ultralytics": "Ultralytics",
                  "streams": "streams"}
 OUR_MODES = ("pipeline", "serial")
+# --ultralytics-openvino-precision: Ultralytics' OpenVINO predictor as shipped (the CPU plugin's default
+# precision: bf16 on CPUs with avx512_bf16 or AMX) and/or forced to f32, to compare at our precision.
+ULTRALYTICS_OPENVINO_PRECISIONS = ("default", "f32")
+
+
+def default_runtime() -> str:
+    """The component's own default for the config key `runtime` (what an unconfigured device runs)."""
+    return str(next(f.default for f in fields(Config) if f.name == "runtime"))
 CACHE = Path(os.environ.get("YOLO_EDGE_BENCH_CACHE", Path.home() / ".cache" / "yolo-edge" / "bench"))
 
 
@@ -72,6 +86,8 @@ class Job:
     size: tuple[int, int]
     mode: str
     threads: int | None  # None: the runner's own default (Ultralytics)
+    runtime: str | None = None  # the config key `runtime` for an .onnx model; None: not applicable
+    openvino_precision: str | None = None  # Ultralytics on an OpenVINO IR: one of ULTRALYTICS_OPENVINO_PRECISIONS
     column: str = ""
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,13 +97,16 @@ class Job:
 
     def describe(self) -> str:
         threads = "" if self.threads is None else f" threads={self.threads or 'default'}"
-        return f"{self.model.title} {size_slug(self.size)} {self.mode}{threads}"
+        runtime = "" if self.runtime is None else f" runtime={self.runtime}"
+        precision = "" if self.openvino_precision is None else f" precision={self.openvino_precision}"
+        return f"{self.model.title} {size_slug(self.size)} {self.mode}{runtime}{precision}{threads}"
 
     def entry(self) -> dict[str, Any]:
         """What the report says about this configuration, besides its results."""
         return {"column": self.column, "model": self.model.label, "format": self.model.format, "mode": self.mode,
                 "runner": self.runner or "yolo-edge", "path": str(self.model.path), "size": list(self.size),
-                "threads": self.threads, "random_weights": self.model.random_weights}
+                "threads": self.threads, "random_weights": self.model.random_weights, "runtime": self.runtime,
+                "openvino_precision": self.openvino_precision}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -100,7 +119,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sizes", default=DEFAULT_SIZES,
                         help="input sizes, HxW or one number for square (default: %(default)s)")
     parser.add_argument("--formats", default="onnx",
-                        help="formats to export architecture names to: onnx, pt, engine (default: %(default)s)")
+                        help="formats to export architecture names to: onnx, pt, engine, openvino (Ultralytics' "
+                             "OpenVINO IR folder, loaded as the model by our rows too) (default: %(default)s)")
+    parser.add_argument("--runtimes", default=None, metavar="RUNTIME,...",
+                        help="for .onnx models: the config key `runtime` per row, comma-separated: "
+                             f"{', '.join(RUNTIMES)}; one row (own process) each (default: the component's "
+                             f"default, {default_runtime()})")
     parser.add_argument("--class-bias", default="-1.0", metavar="FLOAT|none",
                         help="architecture names: class-logit bias of the random head. The default -1.0 "
                              "makes every anchor a candidate (the heaviest NMS); 'none' keeps Ultralytics' "
@@ -118,8 +142,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "runs) and/or serial (no overlap) (default: %(default)s)")
     parser.add_argument("--bare", action="store_true",
                         help="add the bare session.run baseline of the same model and threads")
+    parser.add_argument("--precision", default=None,
+                        help="the component's config key `precision` for our rows (e.g. fp32, bf16), where the "
+                             "component has that key (default: its default)")
     parser.add_argument("--compare-ultralytics", action="store_true",
-                        help="add Ultralytics' own predictor on the same model file and video")
+                        help="add Ultralytics' own predictor on the same model file and video, and (architecture "
+                             "names, with openvino installed) on Ultralytics' own OpenVINO export of the weights")
+    parser.add_argument("--ultralytics-openvino-precision", default="default", metavar="default|f32,...",
+                        help="Ultralytics' OpenVINO rows: 'default' (as Ultralytics runs it: the CPU plugin's "
+                             "default precision, bf16 on CPUs with bf16) and/or 'f32' (forced, to compare at "
+                             "our f32) (default: %(default)s)")
     parser.add_argument("--no-messages", action="store_true",
                         help="do not build and encode the frame message per frame (it is on by default, "
                              "as in the component)")
@@ -217,7 +249,7 @@ def build_architecture(name: str, fmt: str, size: tuple[int, int], half: bool = 
     dynamic = f"-dynamic{max_batch}" if max_batch > 1 else ""
     target = folder / f"{stem}-{size_slug(size)}{'-fp16' if half else ''}{dynamic}{suffix}"
     if not target.exists():
-        kwargs: dict[str, Any] = {"half": True} if half and export_format == "engine" else {}
+        kwargs: dict[str, Any] = {"half": True} if half and export_format in ("engine", "openvino") else {}
         if max_batch > 1:
             kwargs.update(dynamic=True, batch=max_batch)
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
@@ -263,8 +295,8 @@ def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list
             continue
         path = Path(name).expanduser()
         model_format = format_for(path)  # raises ModelLoadError naming the extension
-        if not path.is_file():
-            raise ModelLoadError(str(path), "file not found")
+        if not (path.is_dir() if model_format == "openvino" else path.is_file()):
+            raise ModelLoadError(str(path), "folder not found" if model_format == "openvino" else "file not found")
         fixed = probe_fixed_size(path, model_format, device)
         model = ModelFile(path.stem, path.resolve(), model_format, fixed_size=fixed)
         usable = [size for size in sizes if fixed is None or size == fixed]
@@ -278,25 +310,75 @@ def resolve_models(names: list[str], sizes: list[tuple[int, int]], formats: list
     return pairs
 
 
+Peers = Dict[Tuple[str, Tuple[int, int]], ModelFile]  # (label, size) -> Ultralytics' OpenVINO IR of those weights
+
+
 def plan_jobs(pairs: list[tuple[ModelFile, tuple[int, int]]], modes: list[str], threads: list[int],
-              bare: bool, ultralytics: bool) -> list[Job]:
+              bare: bool, ultralytics: bool, runtimes: list[str] | None = None,
+              openvino_peers: Peers | None = None, openvino_precisions: tuple[str, ...] = ("default",)) -> list[Job]:
+    """The configurations to run: ours (one per runtime for .onnx models) and bare per thread count, then
+    Ultralytics on the same file and, from `openvino_peers`, on its own OpenVINO export of the weights."""
+    runtimes = runtimes or [default_runtime()]
+    peers = openvino_peers or {}
     jobs: list[Job] = []
     for model, size in pairs:
+        model_runtimes: list[str | None] = list(runtimes) if model.format == "onnx" else [None]
         for count in threads:
-            jobs.extend(Job(model, size, mode, count) for mode in modes)
-            if bare:
-                jobs.append(Job(model, size, "bare", count))
-        if ultralytics:
+            for runtime in model_runtimes:
+                jobs.extend(Job(model, size, mode, count, runtime) for mode in modes)
+                if bare:
+                    jobs.append(Job(model, size, "bare", count, runtime))
+        if not ultralytics:
+            continue
+        ir_peer = model if model.format == "openvino" else peers.get((model.label, size))
+        if model.format != "openvino":
             jobs.append(Job(model, size, "ultralytics", None))
-    many_threads = len(threads) > 1
+        if ir_peer is not None:
+            jobs.extend(Job(ir_peer, size, "ultralytics", None, openvino_precision=precision)
+                        for precision in openvino_precisions)
+    name_columns(jobs, many_threads=len(threads) > 1, many_runtimes=len(runtimes) > 1)
+    return jobs
+
+
+def name_columns(jobs: list[Job], many_threads: bool, many_runtimes: bool) -> None:
+    """Each job's table column: model format, then runtime, runner, precision and threads where they vary."""
+    forced_precision = any(job.openvino_precision not in (None, "default") for job in jobs)
     for job in jobs:
         parts = [job.model.title]
+        if many_runtimes and job.runtime is not None:
+            parts.append(f"· {job.runtime}")
         if job.runner:
             parts.append(f"· {job.runner}")
+        if forced_precision and job.openvino_precision is not None:
+            parts.append(f"· {job.openvino_precision}")
         if many_threads and job.threads is not None:
             parts.append(f"· threads={job.threads or 'default'}")
         job.column = " ".join(parts)
-    return jobs
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_peers(pairs: list[tuple[ModelFile, tuple[int, int]]], half: bool, class_bias: float | None,
+                   say=print) -> Peers:
+    """Ultralytics' own OpenVINO export of each architecture's weights at each size (cached beside the
+    other exports), for models that are not such an export already; empty without openvino."""
+    if not openvino_installed():
+        say("note: openvino is not installed: no Ultralytics OpenVINO rows (pip install openvino)")
+        return {}
+    have_ir = {(model.label, size) for model, size in pairs if model.format == "openvino"}
+    peers: Peers = {}
+    for model, size in pairs:
+        key = (model.label, size)
+        if model.architecture is None or model.format == "openvino" or key in have_ir or key in peers:
+            continue
+        say(f"  preparing {model.label} openvino {size_slug(size)} (Ultralytics' own OpenVINO export) ...")
+        path = build_architecture(model.architecture, "openvino", size, half, class_bias)
+        peers[key] = ModelFile(model.label, path, "openvino", True, model.architecture, size)
+    return peers
 
 
 def worker_environment() -> dict[str, str]:
@@ -319,7 +401,9 @@ def run_worker(job: Job, spec: dict[str, Any], workdir: Path, index: int, timeou
     result_path = workdir / f"result-{index}.json"
     result_path.unlink(missing_ok=True)
     threads = {} if job.threads is None else {"threads": job.threads}
-    spec_path.write_text(json.dumps({**spec, **threads, "mode": job.mode, "model": str(job.model.path),
+    extra = {key: value for key, value in (("runtime", job.runtime), ("openvino_precision", job.openvino_precision))
+             if value is not None}
+    spec_path.write_text(json.dumps({**spec, **threads, **extra, "mode": job.mode, "model": str(job.model.path),
                                      "size": list(job.size), "result": str(result_path),
                                      "spawned_at": time.time()}))
     command = [sys.executable, *worker, str(spec_path)]
@@ -437,8 +521,30 @@ def outcome(result: dict[str, Any]) -> str:
     total = result["latency_ms"]["total"]["p50"]
     noise = result.get("other_cpu_percent")
     return (f"{total:.1f} ms p50 total, {result['frame_ms']:.1f} ms/frame, {result['fps']:.1f} FPS, "
+            f"on {runtime_label(result.get('info') or {})}, "
             f"first result {result['first_result_s']:.2f} s, peak {result['peak_rss_mb']:.0f} MB"
             + ("" if noise is None else f", others' CPU {noise:.0f}%"))
+
+
+def parse_precision(value: str | None) -> str | None:
+    """--precision checked by the component's own config parser; None: not given."""
+    if value is None:
+        return None
+    config_keys = Config.keys()  # the component's public key names
+    if "precision" not in config_keys:
+        raise ConfigError("--precision", value, "nothing yet: this component has no config key 'precision'")
+    try:
+        Config.from_mapping({"precision": value})
+    except ConfigError as exc:
+        raise ConfigError("--precision", value, exc.allowed) from None
+    return value
+
+
+def runtime_label(info: dict[str, Any]) -> str:
+    """The runtime a row ran on, with its precision where the worker found one."""
+    runtime = str(info.get("runtime") or "?")
+    precision = info.get("precision")
+    return runtime if not precision or str(precision) in runtime else f"{runtime}, {precision}"
 
 
 @dataclass(frozen=True)
@@ -450,13 +556,19 @@ class Options:
     threads: list[int]
     video_size: tuple[int, int]
     class_bias: float | None
+    runtimes: list[str] = field(default_factory=list)
+    openvino_precisions: tuple[str, ...] = ("default",)
+    precision: str | None = None  # the config key `precision` for our rows; None: the component's default
 
     @classmethod
     def parse(cls, args: argparse.Namespace, urls: bool = False) -> Options:
         """`urls`: --source may also be a stream URL (rtsp://, http://...)."""
         options = cls(parse_sizes(args.sizes), parse_list("--formats", args.formats, tuple(EXPORTS)),
                       parse_threads(args.threads), parse_size(args.video_size, "--video-size"),
-                      parse_class_bias(args.class_bias))
+                      parse_class_bias(args.class_bias), parse_list("--runtimes", args.runtimes or default_runtime(),
+                                                                    RUNTIMES),
+                      tuple(parse_list("--ultralytics-openvino-precision", args.ultralytics_openvino_precision,
+                                       ULTRALYTICS_OPENVINO_PRECISIONS)), parse_precision(args.precision))
         for flag, value, low in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0),
                                  ("--repeat", args.repeat, 1)):
             if value < low:
@@ -508,13 +620,16 @@ def run(args: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    jobs = plan_jobs(pairs, modes, threads, args.bare, args.compare_ultralytics)
+    peers = openvino_peers(pairs, args.half, class_bias) if args.compare_ultralytics else {}
+    jobs = plan_jobs(pairs, modes, threads, args.bare, args.compare_ultralytics, options.runtimes, peers,
+                     options.openvino_precisions)
 
     with tempfile.TemporaryDirectory(prefix="yolo-edge-bench-") as tmp:
         workdir = Path(tmp)
         source, source_info = prepare_source(args, options.video_size, workdir)
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
-                "half": args.half, "messages": not args.no_messages}
+                "half": args.half, "messages": not args.no_messages,
+                **({} if options.precision is None else {"precision": options.precision})}
         total = len(jobs) * args.repeat
         print(f"{len(jobs)} configurations x {args.repeat} repeat(s), {args.warmup} warm-up + {args.frames} "
               f"measured frames each, every one in its own process")
@@ -532,10 +647,12 @@ def run(args: argparse.Namespace) -> int:
         **report_head(args),
         "settings": {"sizes": [list(s) for s in sizes], "frames": args.frames, "warmup": args.warmup,
                      "repeat": args.repeat, "threads": threads, "modes": modes, "bare": args.bare,
+                     "runtimes": options.runtimes, "precision": options.precision,
+                     "ultralytics_openvino_precision": list(options.openvino_precisions),
                      "compare_ultralytics": args.compare_ultralytics, "messages": not args.no_messages,
                      "device": args.device, "half": args.half, "source": source_info,
                      "class_bias": class_bias, "quiet_percent": args.quiet},
-        "models": model_entries(pairs),
+        "models": model_entries(pairs + [(peer, size) for (_, size), peer in peers.items()]),
         "configurations": [{**job.entry(), "summary": median_summary(job.runs), "runs": job.runs} for job in jobs],
     }
     report["targets"] = bench_report.check_targets(report["configurations"])
@@ -563,7 +680,8 @@ def command_line(args: argparse.Namespace) -> str:
     options = (("--formats", "formats", "onnx"),
                ("--class-bias", "class_bias", "-1.0"), ("--source", "source", None),
                ("--video-size", "video_size", "480x640"), ("--repeat", "repeat", 1), ("--threads", "threads", "0"),
-               ("--modes", "modes", "pipeline"),
+               ("--modes", "modes", "pipeline"), ("--runtimes", "runtimes", None), ("--precision", "precision", None),
+               ("--ultralytics-openvino-precision", "ultralytics_openvino_precision", "default"),
                ("--quiet", "quiet", 0.0), ("--device", "device", "auto"), ("--streams", "streams", None))
     for flag, name, default in options:
         value = getattr(args, name)

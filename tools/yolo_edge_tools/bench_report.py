@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("numpy", "opencv-python", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "torch",
-             "torchvision", "ultralytics", "tensorrt", "matplotlib", "yolo-edge")
+LIBRARIES = ("numpy", "opencv-python", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino",
+             "torch", "torchvision", "ultralytics", "tensorrt", "matplotlib", "yolo-edge")
 STAGES = ("preprocess", "inference", "postprocess", "total")
 STAGE_COLORS = {"preprocess": "#4c72b0", "inference": "#dd8452", "postprocess": "#55a868"}
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
@@ -24,6 +24,10 @@ RSS_VS_ULTRALYTICS_MAX = 0.4
 FIRST_RESULT_MAX_S = 1.0
 # PyTorch on a CUDA GPU (the GPU frame path) must beat Ultralytics' predictor on the same .pt by this much.
 GPU_FPS_VS_ULTRALYTICS_MIN = 3.0
+# Ours on OpenVINO (what runtime auto picks on x86) vs Ultralytics' predictor on the same .onnx (issue 14),
+# and vs Ultralytics' predictor on its own OpenVINO export of the same weights.
+OPENVINO_FPS_VS_ULTRALYTICS_ONNX_MIN = 1.5
+FPS_VS_ULTRALYTICS_OPENVINO_MIN = 1.0
 
 
 def environment() -> dict[str, Any]:
@@ -107,7 +111,8 @@ def check_targets(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
     for ours in (c for c in configs if c["mode"] == "pipeline" and _ok(c)):
         same = [c for c in configs if c["path"] == ours["path"] and c["size"] == ours["size"] and _ok(c)]
-        bare = next((c for c in same if c["mode"] == "bare" and c["threads"] == ours["threads"]), None)
+        bare = next((c for c in same if c["mode"] == "bare" and c["threads"] == ours["threads"]
+                     and c.get("runtime") == ours.get("runtime")), None)
         ultra = next((c for c in same if c["mode"] == "ultralytics"), None)
         s = ours["summary"]
         base = {"column": ours["column"], "size": ours["size"], "threads": ours["threads"]}
@@ -119,7 +124,8 @@ def check_targets(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            "met": ratio <= FRAME_VS_BARE_MAX})
         if ultra is not None and ultra["summary"].get("fps") and ultra["summary"].get("peak_rss_mb"):
             u = ultra["summary"]
-            minimum = GPU_FPS_VS_ULTRALYTICS_MIN if _pytorch_on_gpu(ours) else 1.0
+            minimum = GPU_FPS_VS_ULTRALYTICS_MIN if _pytorch_on_gpu(ours) else \
+                OPENVINO_FPS_VS_ULTRALYTICS_ONNX_MIN if _on_openvino(ours) and ours["format"] == "onnx" else 1.0
             ratio = s["fps"] / u["fps"]
             checks.append({**base, "check": "end-to-end FPS vs Ultralytics' predictor", "target": f">= {minimum}x",
                            "ours": s["fps"], "reference": u["fps"], "value": round(ratio, 3),
@@ -129,9 +135,55 @@ def check_targets(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            "target": f"<= {RSS_VS_ULTRALYTICS_MAX}x",
                            "ours": s["peak_rss_mb"], "reference": u["peak_rss_mb"], "value": round(ratio, 3),
                            "met": ratio <= RSS_VS_ULTRALYTICS_MAX})
+        checks.extend(_openvino_peer_checks(ours, configs, base))
         checks.append({**base, "check": "process start to first result (s)", "target": f"< {FIRST_RESULT_MAX_S} s",
                        "ours": s["first_result_s"], "reference": None, "value": s["first_result_s"],
                        "met": s["first_result_s"] < FIRST_RESULT_MAX_S})
+    return checks
+
+
+def _on_openvino(config: dict[str, Any]) -> bool:
+    return str((config["summary"].get("info") or {}).get("runtime", "")).startswith("openvino")
+
+
+def precision_of(config: dict[str, Any]) -> str:
+    """A row's precision: the worker's (ModelInfo or Ultralytics' compiled model), else what our
+    OpenVINO runtime text names ("openvino 2026.4.1 (CPU, f32)"), else '?'."""
+    info = config["summary"].get("info") or {}
+    if info.get("precision"):
+        return _short_precision(str(info["precision"]))
+    runtime = str(info.get("runtime", ""))
+    if runtime.endswith(")") and ", " in runtime:
+        return _short_precision(runtime.rsplit(", ", 1)[1].rstrip(")"))
+    return "?"
+
+
+def _short_precision(text: str) -> str:
+    """<Type: 'bfloat16'> / bfloat16 / BF16 -> bf16; f32, float32 -> f32."""
+    lowered = text.lower()
+    for long, short in (("bfloat16", "bf16"), ("float32", "f32"), ("float16", "f16"), ("bf16", "bf16"),
+                        ("fp32", "f32"), ("f32", "f32"), ("fp16", "f16"), ("f16", "f16"), ("int8", "int8"),
+                        ("i8", "int8")):
+        if long in lowered:
+            return short
+    return text
+
+
+def _openvino_peer_checks(ours: dict[str, Any], configs: list[dict[str, Any]], base: dict[str, Any]
+                          ) -> list[dict[str, Any]]:
+    """Ours on OpenVINO vs Ultralytics' predictor on its own OpenVINO export of the same weights and size,
+    one check per Ultralytics precision measured; the check names both precisions."""
+    if not _on_openvino(ours):
+        return []
+    checks = []
+    for peer in (c for c in configs if c["mode"] == "ultralytics" and c["format"] == "openvino" and _ok(c)
+                 and c["model"] == ours["model"] and c["size"] == ours["size"] and c["summary"].get("fps")):
+        ratio = ours["summary"]["fps"] / peer["summary"]["fps"]
+        checks.append({**base, "check": f"end-to-end FPS vs Ultralytics' OpenVINO export (ours "
+                                        f"{precision_of(ours)}, theirs {precision_of(peer)})",
+                       "target": f">= {FPS_VS_ULTRALYTICS_OPENVINO_MIN}x", "ours": ours["summary"]["fps"],
+                       "reference": peer["summary"]["fps"], "value": round(ratio, 3),
+                       "met": ratio >= FPS_VS_ULTRALYTICS_OPENVINO_MIN})
     return checks
 
 
@@ -188,15 +240,16 @@ def _triple(stats: dict[str, float] | None) -> str:
 
 
 def detailed_table(configs: list[dict[str, Any]]) -> list[str]:
-    lines = ["| model | runner | threads | input H×W | preprocess | inference | postprocess | total | "
+    lines = ["| model | runner | runtime (precision) | threads | input H×W | preprocess | inference | postprocess | "
+             "total | "
              "message p50 | frame ms | FPS | first result s | peak RSS MB | CPU ms/frame | dets/frame | runs | "
              "others' CPU % |",
-             "|---|---|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for config in configs:
         threads = "–" if config["threads"] is None else str(config["threads"] or "default")
-        head = (f"| {config['model']} {config['format']} | {config['runner']} | {threads} | "
-                f"{size_label(config['size'])} |")
         s = config["summary"]
+        head = (f"| {config['model']} {config['format']} | {config['runner']} | {runtime_cell(config)} | "
+                f"{threads} | {size_label(config['size'])} |")
         if not _ok(config):
             lines.append(head + f" error: {s['error']} |" + " |" * 12)
             continue
@@ -207,6 +260,20 @@ def detailed_table(configs: list[dict[str, Any]]) -> list[str]:
                      f"{s['first_result_s']:.2f} | {s['peak_rss_mb']:.0f} | {s['cpu_ms_per_frame']:.0f} | "
                      f"{s['detections_per_frame']:.0f} | {s['runs']} | {_number(s.get('other_cpu_percent'))} |")
     return lines
+
+
+def runtime_cell(config: dict[str, Any]) -> str:
+    """What ran the row, and its precision: "openvino 2026.4.1 (CPU, f32)" (asked: auto), "ultralytics
+    8.4.190 · openvino 2026.4.1 (CPU) · bf16"."""
+    info = config["summary"].get("info") or {}
+    if not info.get("runtime"):
+        return "–"
+    text = str(info["runtime"])
+    precision = precision_of(config)
+    if precision != "?" and precision not in text:
+        text += f" · {precision}"
+    asked = config.get("runtime")
+    return f"{text} (asked: {asked})" if asked == "auto" else text
 
 
 def _number(value: float | None) -> str:
@@ -245,10 +312,12 @@ def markdown(report: dict[str, Any]) -> str:
              f"{settings['repeat']} run(s) each, interleaved, medians reported. The yolo-edge rows are the "
              "component's own path (frame feeder thread + predictor"
              f"{', + building and encoding the frame message' if settings['messages'] else ''}). "
-             "*bare* rows: the runtime's bare call (ONNX Runtime session.run; backend.infer for other formats) "
-             "on one preprocessed frame with the same thread settings. *Ultralytics* rows: "
-             "`YOLO(model).predict(source=video, stream=True, imgsz=...)` on the same file and video, its own "
-             "`Results.speed` per stage.", ""]
+             "*bare* rows: the runtime's bare call (ONNX Runtime session.run; backend.infer for OpenVINO and "
+             "other formats) on one preprocessed frame with the same thread settings and runtime. *Ultralytics* "
+             "rows: `YOLO(model).predict(source=video, stream=True, imgsz=...)` on the same file and video, its "
+             "own `Results.speed` per stage; *OpenVINO IR · Ultralytics* rows run Ultralytics' own OpenVINO "
+             "export of the same weights. The details table names the runtime and precision each row ran on.",
+             ""]
     lines += random_weights_lines(configs, settings)
     lines += ["## Total latency per frame, ms (p50 of preprocess + inference + postprocess)", "",
               *_grid(configs, lambda s: f"{s['latency_ms']['total']['p50']:.2f}"), "",

@@ -12,9 +12,12 @@ Modes:
   as the controller does per frame.
 - `serial`: the same Predictor with read → preprocess → infer → postprocess on one thread (no
   overlap); for comparing the feeder's overlap against none.
-- `bare`: the backend's bare `session.run` (ONNX) or `infer` on one preprocessed tensor, same
-  thread settings: the floor the pipeline is judged against.
-- `ultralytics`: Ultralytics' own predictor, `YOLO(model).predict(source, stream=True, ...)`.
+- `bare`: the backend's bare `session.run` (ONNX Runtime) or `infer` (OpenVINO and the rest) on one
+  preprocessed tensor, same thread settings and runtime: the floor the pipeline is judged against.
+- `ultralytics`: Ultralytics' own predictor, `YOLO(model).predict(source, stream=True, ...)`; on an
+  OpenVINO IR folder, spec `openvino_precision` "f32" forces OpenVINO's f32 ("default": as shipped).
+
+Spec `runtime` (auto | onnxruntime | openvino) is the component's config key `runtime` for .onnx models.
 
 Only the standard library is imported at module level so each mode pays only for its own imports.
 """
@@ -26,7 +29,9 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -171,10 +176,12 @@ def config_for(spec: dict[str, Any], **extra: Any):
     from yolo_edge.config import Config
 
     height, width = spec["size"]
+    # runtime and precision only where asked: the component's own defaults otherwise
+    asked = {key: spec[key] for key in ("runtime", "precision") if spec.get(key)}
     return Config.from_mapping({
         "model_loc": spec["model"], "camera_id": spec["source"], "MODEL_HEIGHT": height, "MODEL_WIDTH": width,
         "threads": spec.get("threads", 0), "device": spec.get("device", "auto"), "half": spec.get("half", False),
-        "task": spec.get("task", "auto"), "max_publish_rate": 0, **extra})
+        "task": spec.get("task", "auto"), "max_publish_rate": 0, **asked, **extra})
 
 
 def _count(result: Any) -> int:
@@ -287,8 +294,15 @@ def load_backend(spec: dict[str, Any]):
     from yolo_edge.backends import load_backend as load
 
     config = config_for(spec)
-    return load(config.model_loc, BackendOptions(config.device, config.half, config.threads, config.input_size,
-                                                 config.task))
+    return load(config.model_loc, backend_options(config, BackendOptions))
+
+
+def backend_options(config: Any, options_type: Any) -> Any:
+    """`options_type` (BackendOptions) with every field the configuration has a value for, as the
+    component's loader fills it (device, half, threads, input_size, task, runtime, and any key added
+    later, such as precision)."""
+    values = {f.name: getattr(config, f.name) for f in fields(options_type) if hasattr(config, f.name)}
+    return options_type(**values)
 
 
 def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_backend) -> dict[str, Any]:
@@ -341,6 +355,35 @@ def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
     task = spec.get("task", "auto")
     model = YOLO(spec["model"], task=None if task == "auto" else task)
     loaded = time.time()
+    with openvino_precision(spec.get("openvino_precision")):
+        details = _ultralytics_predict(spec, recorder, model)
+    return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported, **details}
+
+
+@contextmanager
+def openvino_precision(precision: str | None) -> Iterator[None]:
+    """With "f32": every OpenVINO model compiled meanwhile runs in f32 (Ultralytics compiles its IR on the
+    first predict and sets no precision, so the CPU plugin's default applies: bf16 on CPUs with bf16).
+    None or "default": unchanged."""
+    if precision in (None, "default"):
+        yield
+        return
+    import openvino as ov
+
+    original = ov.Core.compile_model
+
+    def compile_model(core: Any, model: Any, device_name: Any = None, config: Any = None, **kwargs: Any) -> Any:
+        config = {**(config or {}), "INFERENCE_PRECISION_HINT": precision}
+        return original(core, model, device_name, config, **kwargs)
+
+    ov.Core.compile_model = compile_model
+    try:
+        yield
+    finally:
+        ov.Core.compile_model = original
+
+
+def _ultralytics_predict(spec: dict[str, Any], recorder: Recorder, model: Any) -> dict[str, Any]:
     height, width = spec["size"]
     device = spec.get("device", "auto")
     kwargs: dict[str, Any] = {"device": "cpu"} if device == "cpu" else {"device": device[5:] or 0} \
@@ -362,9 +405,30 @@ def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
         stream.close()
     import ultralytics
 
-    info = {"name": os.path.basename(spec["model"]), "task": model.task, "runtime": f"ultralytics "
-            f"{ultralytics.__version__}", "input_shape": [height, width]}
-    return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported, "info": info}
+    runtime, precision = ultralytics_runtime(model)
+    info = {"name": os.path.basename(spec["model"].rstrip("/")), "task": model.task,
+            "runtime": f"ultralytics {ultralytics.__version__} · {runtime}", "precision": precision,
+            "input_shape": [height, width]}
+    return {"info": info}
+
+
+def ultralytics_runtime(model: Any) -> tuple[str, str | None]:
+    """(runtime, precision) Ultralytics' predictor ran on: for OpenVINO the compiled model's own
+    INFERENCE_PRECISION_HINT, for ONNX Runtime its providers; ("?", None) where its internals differ."""
+    backend = getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None)
+    compiled = getattr(backend, "ov_compiled_model", None)
+    if compiled is not None:
+        import openvino as ov
+
+        devices = ", ".join(compiled.get_property("EXECUTION_DEVICES"))
+        precision = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())  # "bf16", "f32"
+        return f"openvino {str(ov.get_version()).split('-')[0]} ({devices})", precision
+    session = getattr(backend, "session", None)
+    if session is not None and hasattr(session, "get_providers"):
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__} ({session.get_providers()[0]})", None
+    return type(backend).__name__ if backend is not None else "?", None
 
 
 def _device_path(predictor) -> dict[str, Any]:
@@ -379,7 +443,16 @@ def _device_path(predictor) -> dict[str, Any]:
 
 def model_info(info) -> dict[str, Any]:
     return {"name": info.name, "format": info.format, "task": info.task, "runtime": info.runtime,
-            "device": info.device, "input_shape": list(info.input_shape), "dtype": info.input_dtype}
+            "precision": model_precision(info), "device": info.device, "input_shape": list(info.input_shape),
+            "dtype": info.input_dtype}
+
+
+def model_precision(info: Any) -> str | None:
+    """ModelInfo.precision where the component's ModelInfo has that field (the config key `precision`);
+    None before it does (OpenVINO's runtime text names its precision meanwhile, e.g. "(CPU, f32)")."""
+    if "precision" not in {f.name for f in fields(info)}:
+        return None
+    return str(info.precision)
 
 
 RUNNERS: dict[str, Callable[[dict[str, Any], Recorder], dict[str, Any]]] = {
