@@ -195,3 +195,23 @@ def test_frame_detections_carry_their_track_ids(broker, scene_files, tmp_path):
     for detection in tracked:  # the three squares move in separate lanes (top, middle, bottom)
         lanes.setdefault(detection["track_id"], set()).add(int(detection["box"][1]) // 110)
     assert all(len(lane) == 1 for lane in lanes.values()), lanes
+
+
+def test_snapshot_grabs_a_live_streams_frame_and_names_a_stream_it_cannot_open():
+    import socket
+
+    from mjpeg_server import MjpegServer
+
+    from yolo_edge.cli_snapshot import grab_frame
+
+    server = MjpegServer(fps=15).start()
+    try:
+        frame = grab_frame(server.url, timeout_s=10)
+        assert frame.ndim == 3 and frame.shape[2] == 3
+    finally:
+        server.stop()
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(RuntimeError, match=f"cannot open stream http://127.0.0.1:{port}/stream.mjpg"):
+        grab_frame(f"http://127.0.0.1:{port}/stream.mjpg", timeout_s=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -80,23 +79,37 @@ def _camera(config: Config, wanted: str | None) -> str:
 
 
 def grab_frame(source_text: str, timeout_s: float = FIRST_FRAME_TIMEOUT_S) -> np.ndarray:
-    """The first frame of a source (a live one is given `timeout_s` to deliver it)."""
+    """The first frame of a source; a live one (which waits for its first frame however long it takes)
+    is given `timeout_s`, then closed."""
+    import threading
+
     from .sources import SourceError, open_source
 
     try:
         source = open_source(source_text, False)
     except SourceError as exc:
         raise RuntimeError(str(exc)) from exc
+    outcome: list[np.ndarray | None | Exception] = []
+
+    def read() -> None:
+        try:
+            outcome.append(source.read())
+        except SourceError as exc:
+            outcome.append(exc)
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            frame = source.read()
-            if frame is not None:
-                return frame
-            if not source.live or time.monotonic() > deadline:
-                raise RuntimeError(f"{source.description} gave no frame")
+        reader = threading.Thread(target=read, name="snapshot-read", daemon=True)
+        reader.start()
+        reader.join(timeout_s if source.live else None)
     finally:
-        source.close()
+        source.close()  # also ends a read still waiting
+    got = outcome[0] if outcome else None
+    if isinstance(got, Exception):
+        raise RuntimeError(str(got)) from got
+    if got is None:
+        waited = f" in {timeout_s:g} s" if source.live else ""
+        raise RuntimeError(f"{source.description} gave no frame{waited}")
+    return got
 
 
 def _detections(config: Config, keep: object, frame: np.ndarray) -> tuple[np.ndarray, list[str], list[int]]:
