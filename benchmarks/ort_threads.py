@@ -121,7 +121,7 @@ def main() -> int:
             for job, spin in jobs:
                 index += 1
                 spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": "cpu",
-                        "spinning": spin}
+                        "spinning": spin, "runtime": "onnxruntime"}  # ONNX Runtime's threads, whatever auto picks
                 result = bench.run_quietly(job, spec, workdir, index, 600, args.quiet, 300,
                                            (str(Path(__file__).resolve()), "--worker"))
                 job.runs.append(result)

@@ -115,7 +115,7 @@ def test_quiet_reruns_noisy_runs_and_keeps_the_quietest(monkeypatch, tmp_path: P
     (["--modes", "fast"], "--modes"),
     (["--frames", "0"], "--frames"),
     (["--formats", "tflite"], "--formats"),
-    (["--runtimes", "tensorrt"], "--runtimes"),
+    (["--runtimes", "tvm"], "--runtimes"),
     (["--runtimes", "onnxruntime,openvin"], "--runtimes"),
     (["--ultralytics-openvino-precision", "bf16"], "--ultralytics-openvino-precision"),
     (["--precision", "fp64"], "--precision"),
