@@ -15,7 +15,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .config_values import CAMERA_NAME_CHARS, ConfigError, _as_bool, _as_number, _as_str, _as_topic, _ranged
+from .config_values import (
+    CAMERA_NAME_CHARS,
+    ConfigError,
+    _as_bool,
+    _as_number,
+    _as_str,
+    _as_topic,
+    _ranged,
+    decoded_json,
+)
 from .scene.filters import DetectionFilter
 from .scene.lines import LineSpec, parse_lines
 from .scene.tracking import TrackerSettings
@@ -161,14 +170,10 @@ def _as_camera(name: str, value: Any) -> CameraSpec:
 
 
 def _as_cameras(key: str, value: Any) -> tuple[CameraSpec, ...]:
-    if isinstance(value, str):  # from --set cameras='{...}', or a deployment that stored it as text
-        text = value.strip()
-        if not text:
-            return ()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(key, value, f"a JSON object of camera name -> source ({exc.msg})") from None
+    # Text from --set cameras='{...}', or a deployment that stored it as text.
+    value = decoded_json(key, value, "a JSON object of camera name -> source")
+    if value is None:
+        return ()
     if not isinstance(value, Mapping):
         raise ConfigError(key, value, "an object of camera name -> source, e.g. {\"dock-1\": \"rtsp://...\"}")
     if len(value) > MAX_CAMERAS:
@@ -178,15 +183,8 @@ def _as_cameras(key: str, value: Any) -> tuple[CameraSpec, ...]:
 
 def _as_object(key: str, value: Any, example: str) -> Any:
     """A configuration object: a mapping, or its JSON text (as `--set` and recipes hold it); "" = {}."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return {}
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(key, value, f"a JSON object, e.g. {example} ({exc.msg})") from None
-    return value
+    decoded = decoded_json(key, value, f"a JSON object, e.g. {example}")
+    return {} if decoded is None else decoded
 
 
 def _as_filters(key: str, value: Any) -> DetectionFilter:

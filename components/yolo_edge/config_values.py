@@ -3,6 +3,7 @@ lines and filters, snapshots): one wording for every bad value, and no import cy
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable
 
@@ -69,3 +70,17 @@ def _as_bool(key: str, value: Any) -> bool:
     if text in _FALSE:
         return False
     raise ConfigError(key, value, "true or false")
+
+
+def decoded_json(key: str, value: Any, what: str) -> Any:
+    """`value`, or the JSON it holds when it is text (as `--set` and recipes give objects); None for
+    blank text. `what` says what the JSON should be, for the error."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(key, value, f"{what} ({exc.msg})") from None

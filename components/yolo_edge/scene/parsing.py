@@ -5,11 +5,10 @@ Every bad value raises `ConfigError` with the full key path, e.g. `cameras.dock-
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable, Mapping, Tuple, TypeVar
 
-from yolo_edge.config_values import CAMERA_NAME_CHARS, ConfigError
+from yolo_edge.config_values import CAMERA_NAME_CHARS, ConfigError, decoded_json
 
 Point = Tuple[float, float]
 SpecT = TypeVar("SpecT")
@@ -52,16 +51,9 @@ def reject_unknown_keys(key: str, value: Mapping[Any, Any], known: tuple[str, ..
 
 def parse_named(key: str, value: Any, parse_one: Callable[[str, str, Any], SpecT], example: str) -> tuple[SpecT, ...]:
     """`{name: spec, ...}` (or that as JSON text; None or "" = none) -> specs in config order."""
+    value = decoded_json(key, value, "a JSON object of name -> spec")
     if value is None:
         return ()
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return ()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(key, value, f"a JSON object of name -> spec ({exc.msg})") from None
     if not isinstance(value, Mapping):
         raise ConfigError(key, value, f"an object of name -> spec, e.g. {example}")
     if len(value) > MAX_NAMED_SPECS:
