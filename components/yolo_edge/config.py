@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .config_values import (
-    CAMERA_NAME_CHARS,
     ConfigError,
     _as_bool,
     _as_number,
     _as_str,
     _as_topic,
     _ranged,
+    as_short_name,
     decoded_json,
+    reject_unknown_keys,
 )
 from .scene.filters import DetectionFilter
 from .scene.lines import LineSpec, parse_lines
@@ -140,9 +141,7 @@ class CameraSpec:
 
 
 def _as_camera_name(key: str, name: Any) -> str:
-    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= CAMERA_NAME_CHARS:
-        raise ConfigError(key, name, "camera names of 1 to 64 letters, digits, '-', '_' or '.'")
-    return name
+    return as_short_name(key, name, "camera names")
 
 
 def _as_camera(name: str, value: Any) -> CameraSpec:
@@ -152,9 +151,7 @@ def _as_camera(name: str, value: Any) -> CameraSpec:
     if not isinstance(value, Mapping):
         raise ConfigError(key, value, "a source (as camera_id takes) or an object with 'source' and optional "
                                       "'loop_source', 'max_fps'")
-    unknown = sorted(str(k) for k in value if k not in CAMERA_KEYS)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", value[unknown[0]], "one of " + ", ".join(CAMERA_KEYS))
+    reject_unknown_keys(key, value, CAMERA_KEYS)
     if "source" not in value:
         raise ConfigError(f"{key}.source", None, "a camera index, a video file, an image folder or a stream URL")
     loop = value.get("loop_source")

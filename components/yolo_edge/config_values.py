@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -84,3 +84,17 @@ def decoded_json(key: str, value: Any, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(key, value, f"{what} ({exc.msg})") from None
+
+
+def as_short_name(key: str, name: Any, what: str = "names") -> str:
+    """A camera, zone or line name: 1 to 64 letters, digits, '-', '_' or '.'."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= CAMERA_NAME_CHARS:
+        raise ConfigError(key, name, f"{what} of 1 to 64 letters, digits, '-', '_' or '.'")
+    return name
+
+
+def reject_unknown_keys(key: str, value: Mapping[Any, Any], known: tuple[str, ...]) -> None:
+    """ConfigError naming the first (in sorted order) key of the object `value` that is not in `known`."""
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", value[unknown[0]], "one of " + ", ".join(known))

@@ -16,7 +16,6 @@ Stores:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -32,6 +31,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import cv2
 import numpy as np
+
+from .config_values import ConfigError, _as_bool, _as_str, _ranged, decoded_json, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +59,12 @@ class SnapshotEvent(Enum):
     END = "end"
 
 
-def _fail(key: str, value: Any, allowed: str) -> Exception:
-    # config.py imports this module for its `snapshots` key, so ConfigError is imported when needed,
-    # not at import time (a cycle otherwise).
-    from yolo_edge.config_values import ConfigError
-
-    return ConfigError(key, value, allowed)
-
-
 def _parse_events(key: str, value: Any) -> tuple[SnapshotEvent, ...]:
     allowed = "a list of " + ", ".join(e.value for e in SnapshotEvent) + " (or a comma-separated string); "\
               "empty: no snapshots"
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
-        raise _fail(key, value, allowed)
+        raise ConfigError(key, value, allowed)
     events: list[SnapshotEvent] = []
     for item in items:
         text = item.strip().lower() if isinstance(item, str) else item
@@ -80,68 +73,45 @@ def _parse_events(key: str, value: Any) -> tuple[SnapshotEvent, ...]:
         try:
             event = SnapshotEvent(text)
         except ValueError:
-            raise _fail(key, value, allowed) from None
+            raise ConfigError(key, value, allowed) from None
         if event not in events:
             events.append(event)
     return tuple(events)
 
 
-def _parse_bool(key: str, value: Any) -> bool:
-    from yolo_edge.config_values import _as_bool
-
-    return _as_bool(key, value)
-
-
 def _parse_folder(key: str, value: Any) -> str:
-    from yolo_edge.config_values import _as_str
-
     text = _as_str(key, value)
     if not text:
-        raise _fail(key, value, "a non-empty folder path (relative paths are taken from the working directory)")
+        raise ConfigError(key, value, "a non-empty folder path (relative paths are taken from the working directory)")
     return text
 
 
-def _ranged(cast: Callable[[Any], Any], low: float, high: float) -> Callable[[str, Any], Any]:
-    def parse(key: str, value: Any) -> Any:
-        from yolo_edge.config_values import _ranged as config_ranged
-
-        return config_ranged(cast, low, high)(key, value)
-
-    return parse
-
-
 def _parse_bucket(key: str, value: Any) -> str:
-    from yolo_edge.config_values import _as_str
-
     text = _as_str(key, value)
     if text and not _BUCKET.match(text):
-        raise _fail(key, value, "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-'), or '' for no "
+        raise ConfigError(key, value, "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-'), or '' for no "
                                 "S3 export")
     return text
 
 
 def _parse_prefix(key: str, value: Any) -> str:
-    from yolo_edge.config_values import _as_str
-
     text = _as_str(key, value)
     if text.startswith("/") or len(text) > 512 or _KEY_FORBIDDEN & set(text):
-        raise _fail(key, value, "an S3 key prefix of at most 512 characters, not starting with '/', without "
+        raise ConfigError(key, value, "an S3 key prefix of at most 512 characters, not starting with '/', without "
                                 "spaces or any of " + "".join(sorted(_KEY_FORBIDDEN - {" "})))
     return text
 
 
 def _parse_stream_name(key: str, value: Any) -> str:
-    from yolo_edge.config_values import _as_str
-
     text = _as_str(key, value)
     if not _STREAM_NAME.match(text):
-        raise _fail(key, value, "a Stream Manager stream name: 1-255 letters, digits, spaces, ',', '.', '-', '_'")
+        raise ConfigError(key, value, "a Stream Manager stream name: 1-255 letters, digits, spaces, ',', '.', '-', '_'")
     return text
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "events": _parse_events,
-    "crop": _parse_bool,
+    "crop": _as_bool,
     "folder": _parse_folder,
     "max_files": _ranged(int, 0, 10_000_000),
     "max_mb": _ranged(float, 0.0, 10_000_000.0),
@@ -172,22 +142,14 @@ class SnapshotSettings:
     def from_mapping(cls, key: str, value: object) -> SnapshotSettings:
         """Validate the configuration object at `key` (a mapping, its JSON text, or null/'' for defaults).
         Errors name `key.<field>` and the value."""
-        if value is None or (isinstance(value, str) and not value.strip()):
+        # Text from --set snapshots='{...}', or a deployment that stored it as text.
+        value = decoded_json(key, value, "an object of snapshot settings (or its JSON text)")
+        if value is None:
             return cls()
-        if isinstance(value, str):  # from --set snapshots='{...}', or a deployment that stored it as text
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise _fail(key, value, "an object of snapshot settings (or its JSON text)") from None
         if not isinstance(value, Mapping):
-            raise _fail(key, value, "an object of snapshot settings: " + ", ".join(_PARSERS))
-        parsed: dict[str, Any] = {}
-        for name, item in value.items():
-            parse = _PARSERS.get(str(name))
-            if parse is None:
-                raise _fail(f"{key}.{name}", item, "one of " + ", ".join(_PARSERS))
-            parsed[str(name)] = parse(f"{key}.{name}", item)
-        return cls(**parsed)
+            raise ConfigError(key, value, "an object of snapshot settings: " + ", ".join(_PARSERS))
+        reject_unknown_keys(key, value, tuple(_PARSERS))
+        return cls(**{str(name): _PARSERS[str(name)](f"{key}.{name}", item) for name, item in value.items()})
 
     def to_mapping(self) -> dict[str, Any]:
         """Field -> plain value, as a recipe's DefaultConfiguration holds it."""

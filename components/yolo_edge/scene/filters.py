@@ -7,8 +7,8 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from yolo_edge.config_values import ConfigError
-from yolo_edge.scene.parsing import as_number, reject_unknown_keys
+from yolo_edge.config_values import ConfigError, reject_unknown_keys
+from yolo_edge.scene.parsing import as_number
 
 FILTER_KEYS = ("classes", "min_score", "min_area", "max_area")
 MAX_AREA_PX = 1e9

@@ -10,10 +10,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from yolo_edge.config_values import ConfigError
+from yolo_edge.config_values import ConfigError, reject_unknown_keys
 from yolo_edge.scene.filters import FILTER_KEYS, DetectionFilter, ResolvedFilter
 from yolo_edge.scene.geometry import TrackedObject, anchor_points, boxes_of, label_of, resolve_points, signed_offsets
-from yolo_edge.scene.parsing import as_number, parse_named, parse_points, reject_unknown_keys
+from yolo_edge.scene.parsing import as_number, parse_named, parse_points
 
 LINE_KEYS = ("points", "in", "min_distance") + FILTER_KEYS
 DEFAULT_MIN_DISTANCE = 0.01  # of the frame diagonal

@@ -5,29 +5,19 @@ Every bad value raises `ConfigError` with the full key path, e.g. `cameras.dock-
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, Tuple, TypeVar
 
-from yolo_edge.config_values import CAMERA_NAME_CHARS, ConfigError, decoded_json
+from yolo_edge.config_values import ConfigError, _ranged, as_short_name, decoded_json
 
 Point = Tuple[float, float]
 SpecT = TypeVar("SpecT")
 
 MAX_NAMED_SPECS = 64  # zones or lines per camera
-NAME_RULE = "names of 1 to 64 letters, digits, '-', '_' or '.'"
 
 
 def as_number(key: str, value: Any, low: float, high: float) -> float:
     """A finite number from `low` to `high`; numbers given as text (from --set or Greengrass) are accepted."""
-    if isinstance(value, bool):
-        raise ConfigError(key, value, "a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(key, value, "a number") from None
-    if not math.isfinite(number) or not low <= number <= high:
-        raise ConfigError(key, value, f"a number from {low:g} to {high:g}")
-    return number
+    return float(_ranged(float, low, high)(key, value))
 
 
 def as_whole_number(key: str, value: Any, low: int, high: int) -> int:
@@ -35,18 +25,6 @@ def as_whole_number(key: str, value: Any, low: int, high: int) -> int:
     if not number.is_integer():
         raise ConfigError(key, value, f"a whole number from {low} to {high}")
     return int(number)
-
-
-def as_name(key: str, name: Any) -> str:
-    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= CAMERA_NAME_CHARS:
-        raise ConfigError(key, name, NAME_RULE)
-    return name
-
-
-def reject_unknown_keys(key: str, value: Mapping[Any, Any], known: tuple[str, ...]) -> None:
-    unknown = sorted(str(k) for k in value if k not in known)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", value[unknown[0]], "one of " + ", ".join(known))
 
 
 def parse_named(key: str, value: Any, parse_one: Callable[[str, str, Any], SpecT], example: str) -> tuple[SpecT, ...]:
@@ -58,7 +36,7 @@ def parse_named(key: str, value: Any, parse_one: Callable[[str, str, Any], SpecT
         raise ConfigError(key, value, f"an object of name -> spec, e.g. {example}")
     if len(value) > MAX_NAMED_SPECS:
         raise ConfigError(key, f"{len(value)} entries", f"at most {MAX_NAMED_SPECS}")
-    return tuple(parse_one(key, as_name(key, name), spec) for name, spec in value.items())
+    return tuple(parse_one(key, as_short_name(key, name), spec) for name, spec in value.items())
 
 
 def parse_points(key: str, value: Any, low: int, high: int) -> tuple[Point, ...]:

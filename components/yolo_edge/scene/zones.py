@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from yolo_edge.config_values import ConfigError
+from yolo_edge.config_values import ConfigError, reject_unknown_keys
 from yolo_edge.scene.filters import FILTER_KEYS, DetectionFilter
 from yolo_edge.scene.geometry import (
     PolygonSet,
@@ -20,7 +20,7 @@ from yolo_edge.scene.geometry import (
     polygon_area,
     resolve_points,
 )
-from yolo_edge.scene.parsing import Point, as_number, as_whole_number, parse_named, parse_points, reject_unknown_keys
+from yolo_edge.scene.parsing import Point, as_number, as_whole_number, parse_named, parse_points
 
 __all__ = [
     "MAX_INERTIA", "MAX_LOITERING_S", "ZONE_KEYS", "TrackedObject", "ZoneMembership", "ZoneSpec", "ZoneTracker",
