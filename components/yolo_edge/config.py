@@ -53,25 +53,15 @@ def _as_device(key: str, value: Any) -> str:
     raise ConfigError(key, value, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
-def _as_precision(key: str, value: Any) -> str:
-    precision = _as_str(key, value).lower()
-    if precision not in PRECISIONS:
-        raise ConfigError(key, value, " | ".join(PRECISIONS))
-    return precision
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    """A parser for a key whose value is one of `choices`, matched case-insensitively."""
+    def parse(key: str, value: Any) -> str:
+        text = _as_str(key, value).lower()
+        if text not in choices:
+            raise ConfigError(key, value, " | ".join(choices))
+        return text
 
-
-def _as_runtime(key: str, value: Any) -> str:
-    runtime = _as_str(key, value).lower()
-    if runtime not in RUNTIMES:
-        raise ConfigError(key, value, " | ".join(RUNTIMES))
-    return runtime
-
-
-def _as_task(key: str, value: Any) -> str:
-    task = _as_str(key, value).lower()
-    if task not in TASKS:
-        raise ConfigError(key, value, " | ".join(TASKS))
-    return task
+    return parse
 
 
 def _as_model_loc(key: str, value: Any) -> str:
@@ -261,15 +251,15 @@ class Config:
     max_det: int = field(default=300, metadata=_key(
         "max_det", _ranged(int, 1, 1000), "most detections kept per frame"))
     task: str = field(default="auto", metadata=_key(
-        "task", _as_task, "expected task; 'auto' takes it from the model metadata, anything else must match"))
+        "task", _one_of(TASKS), "expected task; 'auto' takes it from the model metadata, anything else must match"))
     device: str = field(default="auto", metadata=_key(
         "device", _as_device, "'auto' (GPU when present), 'cpu', 'cuda' or 'cuda:N'"))
     runtime: str = field(default="auto", metadata=_key(
-        "runtime", _as_runtime, "what runs an .onnx model: 'auto' (ONNX Runtime's GPU providers on an NVIDIA GPU, "
-        "else OpenVINO when installed on an x86_64 CPU, else ONNX Runtime), 'onnxruntime', 'openvino' or "
+        "runtime", _one_of(RUNTIMES), "what runs an .onnx model: 'auto' (ONNX Runtime's GPU providers on an "
+        "NVIDIA GPU, else OpenVINO when installed on an x86_64 CPU, else ONNX Runtime), 'onnxruntime', 'openvino' or "
         "'tensorrt' (ONNX Runtime's TensorRT provider)"))
     precision: str = field(default="auto", metadata=_key(
-        "precision", _as_precision, "what the model computes in: 'auto' (fp32, or the precision an .onnx/"
+        "precision", _one_of(PRECISIONS), "what the model computes in: 'auto' (fp32, or the precision an .onnx/"
         "engine was exported in), 'fp32', 'fp16', 'bf16' (OpenVINO) or 'int8' (a quantized model); a "
         "runtime that cannot run it refuses to load"))
     half: bool = field(default=False, metadata=_key(
