@@ -136,15 +136,7 @@ def _detections(config: Config, keep: object, frame: np.ndarray) -> tuple[np.nda
 def draw_setup(frame: np.ndarray, zones: tuple, lines: tuple, boxes: np.ndarray, labels: list[str],
                class_ids: list[int]) -> np.ndarray:
     """The frame with zones, lines (arrow towards their 'in' side) and boxes drawn."""
-    from .scene.draw import draw_boxes, draw_lines, draw_zones
-    from .scene.lines import Side
-    from .scene.zones import resolve_points
+    from .scene.draw import Overlay, draw_boxes
 
-    shape = frame.shape[:2]
-    image = draw_zones(frame, {zone.name: resolve_points(zone.points, shape) for zone in zones})
-    ends = {}
-    for line in lines:
-        start, end = resolve_points(line.points, shape)
-        ends[line.name] = ((float(start[0]), float(start[1])), (float(end[0]), float(end[1])))
-    image = draw_lines(image, ends, {line.name: line.in_side is Side.LEFT for line in lines})
+    image = Overlay.of(zones, lines, (int(frame.shape[0]), int(frame.shape[1]))).draw(frame)
     return draw_boxes(image, np.asarray(boxes, np.float64).reshape(-1, 4), labels, class_ids)

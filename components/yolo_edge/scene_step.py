@@ -17,10 +17,8 @@ import numpy as np
 from . import messages
 from .config import CameraSpec, Config
 from .processing import Detections
-from .scene.draw import render_snapshot
+from .scene.draw import Overlay, render_snapshot
 from .scene.events import EventKind, ObjectEvent, Scene, SceneSettings, SceneUpdate, UpdateReason
-from .scene.lines import Side
-from .scene.zones import resolve_points
 from .snapshots import SnapshotEvent, SnapshotSettings, SnapshotWriter, open_writer, snapshot_name
 
 Emit = Callable[[Dict[str, Any]], None]
@@ -39,6 +37,7 @@ class SceneReporter:
         self._snapshot_settings = snapshot_settings or SnapshotSettings()
         self._snapshots = snapshots if self._snapshot_settings.events else None
         self._best_images: dict[int, np.ndarray] = {}  # per object: its picture at its best score, for `end`
+        self._overlay: tuple[tuple[int, int], Overlay] | None = None
         self.events = 0
         self.crossings = 0
 
@@ -107,16 +106,14 @@ class SceneReporter:
         return self._snapshots.submit(name, image)
 
     def _render(self, frame: np.ndarray, event: ObjectEvent) -> np.ndarray:
-        shape = frame.shape[:2]
-        settings = self.scene.settings
-        zones = {zone.name: resolve_points(zone.points, shape) for zone in settings.zones}
-        lines = {}
-        for line in settings.lines:
-            start, end = resolve_points(line.points, shape)
-            lines[line.name] = ((float(start[0]), float(start[1])), (float(end[0]), float(end[1])))
-        return render_snapshot(frame, event.box, f"{event.label} {event.track_id}", zones, lines,
+        shape = (int(frame.shape[0]), int(frame.shape[1]))
+        if self._overlay is None or self._overlay[0] != shape:  # zones and lines in this frame size's pixels
+            settings = self.scene.settings
+            self._overlay = shape, Overlay.of(settings.zones, settings.lines, shape)
+        overlay = self._overlay[1]
+        return render_snapshot(frame, event.box, f"{event.label} {event.track_id}", overlay.polygons, overlay.lines,
                                self._snapshot_settings.crop, class_id=event.class_id,
-                               in_side_left={line.name: line.in_side is Side.LEFT for line in settings.lines})
+                               in_side_left=overlay.in_side_left)
 
 
 # Configuration keys whose change gives every running camera a new scene (its objects end first).

@@ -11,10 +11,15 @@ to b as the image is seen on screen (image y grows downwards). A point p is on t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .geometry import resolve_points
+from .lines import LineSpec, Side
+from .zones import ZoneSpec
 
 Color = Tuple[int, int, int]
 Point = Tuple[float, float]
@@ -144,3 +149,26 @@ def render_snapshot(frame: np.ndarray, box: Sequence[float], label: str,
     image = draw_lines(image, lines or {}, in_side_left)
     image = draw_boxes(image, np.asarray([box], dtype=np.float64), [label], [class_id])
     return crop_around(image, box, margin) if crop else image
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A camera's zones and lines in one frame size's pixels, as the drawing functions take them."""
+
+    polygons: dict[str, np.ndarray]
+    lines: dict[str, tuple[Point, Point]]
+    in_side_left: dict[str, bool]
+
+    @classmethod
+    def of(cls, zones: Sequence[ZoneSpec], lines: Sequence[LineSpec], frame_shape: tuple[int, int]) -> Overlay:
+        """Points given as fractions scaled to a frame of `frame_shape` (height, width)."""
+        ends = {}
+        for line in lines:
+            start, end = resolve_points(line.points, frame_shape)
+            ends[line.name] = ((float(start[0]), float(start[1])), (float(end[0]), float(end[1])))
+        return cls({zone.name: resolve_points(zone.points, frame_shape) for zone in zones}, ends,
+                   {line.name: line.in_side is Side.LEFT for line in lines})
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        """`image` with the zones and lines drawn (a new image)."""
+        return draw_lines(draw_zones(image, self.polygons), self.lines, self.in_side_left)
