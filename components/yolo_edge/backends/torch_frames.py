@@ -30,7 +30,6 @@ from typing import Callable, List, Tuple
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from ..processing import CLASS_OFFSET, LETTERBOX_FILL, MAX_NMS_CANDIDATES, Letterbox
 from .base import DeviceResult
@@ -57,23 +56,19 @@ def fill_padding(out: torch.Tensor) -> torch.Tensor:
 
 
 def letterbox_on_device(frame: torch.Tensor, geo: Letterbox, out: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) uint8 BGR frame -> its content written into `out` (1, 3, in_h, in_w): RGB in [0, 1].
+    """(H, W, 3) uint8 BGR frame, already at the letterbox's resized size (`stage` resizes it with OpenCV)
+    -> its content written into `out` (1, 3, in_h, in_w): RGB in [0, 1].
 
     Only the content region is written; the padding around it is `fill_padding`'s and stays as it is
-    while the geometry does. `stage` hands over frames already resized, so the content is copied as it
-    is; a frame of another size is resized here, bilinear with half-pixel centres as cv2.INTER_LINEAR and
-    rounded to 8 bits like it, within 1/255 of the numpy path.
+    while the geometry does.
     """
     new_h, new_w = geo.resized_shape
+    if tuple(frame.shape[:2]) != (new_h, new_w):
+        raise ValueError(f"a {frame.shape[0]}x{frame.shape[1]} frame for a {new_h}x{new_w} letterbox: "
+                         "stage() resizes frames before they reach the device")
     top, left = geo.offset
-    rgb = frame.permute(2, 0, 1).flip(0)  # HWC BGR -> CHW RGB
     region = out[0, :, top:top + new_h, left:left + new_w]
-    if (new_h, new_w) == tuple(frame.shape[:2]):
-        region.copy_(rgb)
-    else:
-        resized = F.interpolate(rgb.unsqueeze(0).float(), size=(new_h, new_w), mode="bilinear",
-                                align_corners=False)
-        region.copy_(resized[0].round_().clamp_(0, 255))
+    region.copy_(frame.permute(2, 0, 1).flip(0))  # HWC BGR -> CHW RGB
     region.div_(255)
     return out
 
