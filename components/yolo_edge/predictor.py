@@ -226,9 +226,13 @@ def resolve_model_path(model_loc: str, environ: Mapping[str, str] = os.environ) 
     return Path(base) / path
 
 
+def backend_options(config: Config) -> BackendOptions:
+    """What the configuration asks of a backend."""
+    return BackendOptions(config.device, config.half, config.threads, config.input_size, config.task,
+                          config.runtime, config.precision)
+
+
 def load_predictor(config: Config) -> Predictor:
     """Load the model `config.model_loc` names with the backend its extension selects."""
-    options = BackendOptions(config.device, config.half, config.threads, config.input_size, config.task,
-                             config.runtime, config.precision)
-    backend = load_backend(resolve_model_path(config.model_loc), options)
+    backend = load_backend(resolve_model_path(config.model_loc), backend_options(config))
     return Predictor(backend, PostprocessSettings.from_config(config))

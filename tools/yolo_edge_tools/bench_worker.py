@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -290,19 +289,11 @@ def run_serial(spec: dict[str, Any], recorder: Recorder, load: Callable = load_p
 
 def load_backend(spec: dict[str, Any]):
     """The backend the component's loader would pick, with the same options."""
-    from yolo_edge.backends import BackendOptions
     from yolo_edge.backends import load_backend as load
+    from yolo_edge.predictor import backend_options
 
     config = config_for(spec)
-    return load(config.model_loc, backend_options(config, BackendOptions))
-
-
-def backend_options(config: Any, options_type: Any) -> Any:
-    """`options_type` (BackendOptions) with every field the configuration has a value for, as the
-    component's loader fills it (device, half, threads, input_size, task, runtime, and any key added
-    later, such as precision)."""
-    values = {f.name: getattr(config, f.name) for f in fields(options_type) if hasattr(config, f.name)}
-    return options_type(**values)
+    return load(config.model_loc, backend_options(config))
 
 
 def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_backend) -> dict[str, Any]:
@@ -443,16 +434,8 @@ def _device_path(predictor) -> dict[str, Any]:
 
 def model_info(info) -> dict[str, Any]:
     return {"name": info.name, "format": info.format, "task": info.task, "runtime": info.runtime,
-            "precision": model_precision(info), "device": info.device, "input_shape": list(info.input_shape),
+            "precision": info.precision, "device": info.device, "input_shape": list(info.input_shape),
             "dtype": info.input_dtype}
-
-
-def model_precision(info: Any) -> str | None:
-    """ModelInfo.precision where the component's ModelInfo has that field (the config key `precision`);
-    None before it does (OpenVINO's runtime text names its precision meanwhile, e.g. "(CPU, f32)")."""
-    if "precision" not in {f.name for f in fields(info)}:
-        return None
-    return str(info.precision)
 
 
 RUNNERS: dict[str, Callable[[dict[str, Any], Recorder], dict[str, Any]]] = {
