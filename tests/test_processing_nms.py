@@ -102,3 +102,28 @@ def test_nms_of_a_heavy_head_equals_torchvision(num_classes):
     for threshold in (0.45, 0.7):
         expected = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)[:300]
         np.testing.assert_array_equal(P.nms(boxes, scores, threshold, 300, classes), expected.numpy())
+
+
+def duplicates_around_few_objects(rng: np.random.Generator, objects: int = 30, per_object: int = 100
+                                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates like a trained head in a crowded scene: many near-copies of each object's box, so most
+    are suppressed (NMS gives up looking for max_keep kept boxes across classes and solves each class)."""
+    count = objects * per_object
+    centres = np.repeat(rng.uniform(50, 590, (objects, 2)), per_object, 0) + rng.normal(0, 3, (count, 2))
+    sizes = np.repeat(rng.uniform(20, 150, (objects, 2)), per_object, 0) * rng.normal(1, 0.05, (count, 2))
+    classes = np.repeat(rng.integers(0, 5, objects), per_object)
+    boxes = np.hstack([centres - sizes / 2, centres + sizes / 2]) + classes[:, None] * P.CLASS_OFFSET
+    return boxes.astype(np.float32), rng.random(count).astype(np.float32), classes
+
+
+@pytest.mark.parametrize("threshold", [0.45, 0.7])
+@pytest.mark.parametrize("corpus", ["mostly kept", "mostly suppressed"])
+def test_class_aware_nms_stops_early_or_gives_up_with_the_same_boxes(threshold, corpus):
+    """A heavy head keeps most candidates (max_keep is reached after a few hundred, looked at across
+    classes); duplicates around a few objects keep few (each class is solved alone). Both equal one
+    greedy pass over the offset boxes, cut at max_keep."""
+    rng = np.random.default_rng(11)
+    boxes, scores, classes = heavy_head(rng) if corpus == "mostly kept" else duplicates_around_few_objects(rng)
+    whole = P.nms(boxes, scores, threshold)
+    for max_keep in (1, 50, 300):
+        np.testing.assert_array_equal(P.nms(boxes, scores, threshold, max_keep, classes), whole[:max_keep])

@@ -19,7 +19,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -36,6 +36,8 @@ MIN_POLYGON_POINTS = 4
 # Boxes of one class up to this many are suppressed through an IoU matrix (k x k float32, 4 MB), beyond it
 # with a loop that recomputes IoUs against the remaining boxes.
 _NMS_BLOCK = 512  # boxes per IoU matrix in NMS
+# Below this share of candidates kept, NMS stops looking for max_keep boxes across classes (see nms).
+_NMS_MIN_KEPT_SHARE = 0.25
 # Fixed-point precision of Pillow's 8-bit resampling, reproduced by `resize_like_pil`.
 _PIL_PRECISION_BITS = 22
 
@@ -416,19 +418,21 @@ def _float32_at_or_below(value: float) -> np.float32:
     return below
 
 
-def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
-    """Greedy suppression of boxes already sorted best first; returns kept positions, at most `max_keep`.
+def _greedy_blocks(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None,
+                   block_size: int = _NMS_BLOCK) -> Iterator[tuple[list[int], int]]:
+    """Greedy suppression of boxes already sorted best first, a block at a time: yields the kept positions
+    so far and how many boxes were decided after each block; stops once `max_keep` boxes are kept.
 
-    A box is kept when no kept box before it overlaps it by more than the threshold. Boxes are taken in
-    blocks of _NMS_BLOCK: each block is checked against the boxes kept so far with one IoU matrix, then
-    solved inside with its own, so memory stays bounded and work stops once `max_keep` boxes are kept.
+    A box is kept when no kept box before it overlaps it by more than the threshold. Each block is checked
+    against the boxes kept so far with one IoU matrix, then solved inside with its own, so memory stays
+    bounded and a caller can stop early.
     """
     limit = len(boxes) if max_keep is None else max_keep
     keep: list[int] = []
     # torchvision compares the float32 IoU with the double threshold; NaN (empty boxes) never suppresses.
     threshold = _float32_at_or_below(iou_threshold)
-    for start in range(0, len(boxes), _NMS_BLOCK):
-        block = boxes[start:start + _NMS_BLOCK]
+    for start in range(0, len(boxes), block_size):
+        block = boxes[start:start + block_size]
         suppressed = np.zeros(len(block), bool)
         if keep:
             suppressed |= (_iou_matrix(boxes[keep], block) > threshold).any(0)
@@ -437,8 +441,29 @@ def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None
             if not suppressed[i]:
                 keep.append(start + i)
                 if len(keep) >= limit:
-                    return np.asarray(keep, np.int64)
+                    yield keep, start + i + 1
+                    return
                 suppressed |= overlaps[i]
+        yield keep, start + len(block)
+
+
+def _greedy(boxes: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
+    """Kept positions of boxes already sorted best first (see _greedy_blocks), at most `max_keep`."""
+    keep: list[int] = []
+    for kept_so_far, _ in _greedy_blocks(boxes, iou_threshold, max_keep):
+        keep = kept_so_far
+    return np.asarray(keep, np.int64)
+
+
+def _greedy_if_mostly_kept(boxes: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray | None:
+    """The first `max_keep` kept positions of boxes sorted best first, found without deciding the boxes after
+    them; None as soon as fewer than _NMS_MIN_KEPT_SHARE of the boxes decided so far are kept (then most
+    boxes are suppressed and solving each class on its own is cheaper)."""
+    for keep, decided in _greedy_blocks(boxes, iou_threshold, max_keep, block_size=max(max_keep, 64)):
+        if len(keep) >= max_keep:
+            return np.asarray(keep, np.int64)
+        if len(keep) < _NMS_MIN_KEPT_SHARE * decided:
+            return None
     return np.asarray(keep, np.int64)
 
 
@@ -450,12 +475,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     `classes`, when given, says that only boxes of the same class suppress each other (Ultralytics gets
     that by offsetting boxes per class; passing the classes too lets each class be solved on its own
     with a small IoU matrix, ~10x faster than one long loop over thousands of candidates).
+
+    With many candidates and most of them kept (a heavy head: thousands of boxes scoring just above the
+    threshold), the first `max_keep` kept boxes in score order are found first without classes, so the
+    boxes after them are never looked at: the answer is the same, since a box's fate depends only on the
+    boxes scoring above it.
     """
     count = len(boxes)
     if count == 0:
         return np.zeros(0, np.int64)
     boxes = np.asarray(boxes, np.float32)
     order = np.argsort(-np.asarray(scores), kind="stable")
+    if classes is not None and max_keep is not None and count > 2 * max_keep:
+        head = _greedy_if_mostly_kept(boxes[order], iou_threshold, max_keep)
+        if head is not None:
+            best_first: np.ndarray = order[head]
+            return best_first
     if classes is None:
         groups = [order]
     else:
