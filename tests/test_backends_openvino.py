@@ -215,7 +215,8 @@ def test_auto_runtime_loads_openvino_here_on_x86_64(random_model: Callable[..., 
 
 def test_threads_and_batches(random_model: Callable[..., Path]) -> None:
     model = random_model("detect", SIZE, dynamic=True)
-    backend = load_backend(model, BackendOptions(threads=1, input_size=(SIZE, SIZE), runtime="openvino"))
+    backend = load_backend(model, BackendOptions(threads=1, input_size=(SIZE, SIZE), runtime="openvino",
+                                                 performance="latency"))
     reference = load_backend(model, BackendOptions(input_size=(SIZE, SIZE)))
     assert backend.info.max_batch == reference.info.max_batch > 1
     assert isinstance(backend, OpenVinoBackend)

@@ -35,6 +35,7 @@ from .snapshots import SnapshotSettings
 TASKS = ("auto", "detect", "segment", "classify")
 RUNTIMES = ("auto", "onnxruntime", "openvino", "tensorrt")  # as yolo_edge.backends.RUNTIMES (no backend import)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # as yolo_edge.backends.base.PRECISIONS
+PERFORMANCES = ("auto", "latency", "throughput")  # as yolo_edge.backends.base.PERFORMANCES
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's message size limit
 MIN_MESSAGE_BYTES = 1024  # room for a state, error or summary message
 
@@ -262,6 +263,10 @@ class Config:
         "precision", _one_of(PRECISIONS), "what the model computes in: 'auto' (fp32, or the precision an .onnx/"
         "engine was exported in), 'fp32', 'fp16', 'bf16' (OpenVINO) or 'int8' (a quantized model); a "
         "runtime that cannot run it refuses to load"))
+    performance: str = field(default="auto", metadata=_key(
+        "performance", _one_of(PERFORMANCES), "'latency' (one frame at a time on all cores), 'throughput' (several "
+        "frames side by side, each on a share of the cores: more frames per second, each a little later) or "
+        "'auto' (throughput where the runtime can: OpenVINO; else latency); other runtimes refuse 'throughput'"))
     half: bool = field(default=False, metadata=_key(
         "half", _as_bool, "FP16 inference where the backend supports it (PyTorch on CUDA)"))
     max_publish_rate: float = field(default=20.0, metadata=_key(

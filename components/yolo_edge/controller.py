@@ -6,9 +6,12 @@ each camera's state and `Run` (its feeder and statistics, made at its start and 
 nothing else mutates them. Each event is looked up in `transitions.TRANSITIONS` for each camera it
 concerns, and the effects are carried out here; one state message answers it. While any camera runs,
 the loop gathers a batch of ready frames from the running cameras (`gather.FrameGatherer`) and infers
-it in one call. While none runs, the thread blocks on the queue and uses no CPU. Nothing that goes
-wrong in a command, a model or a source stops this thread: each failure is published as an error
-message and the component stays controllable; a camera's failure ends only that camera's run.
+it in one call; where the model runs frames side by side, the next batch starts before this one is
+decoded (`frame_step.FramesInFlight`), and every batch in flight is finished before any event is
+carried out, so events see no frame half done. While none runs, the thread blocks on the queue and
+uses no CPU. Nothing that goes wrong in a command, a model or a source stops this thread: each failure
+is published as an error message and the component stays controllable; a camera's failure ends only
+that camera's run.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from . import messages
 from .codes import ErrorCode, StatusEvent
 from .commands import Command, CommandError, parse_command
 from .config import CameraSpec, Config, ConfigError
-from .frame_step import infer_frames
+from .frame_step import FramesInFlight, InFlight, finish_frames
 from .gather import FrameGatherer
 from .limits import ERROR_BURST, ERROR_RATE_PER_S, ErrorLimiter, PublishGate
 from .model_slot import MODEL_KEYS, LoadFailed, ModelSlot
@@ -121,6 +124,7 @@ class Controller:
         self._errors = ErrorLimiter(error_burst, error_rate_per_s)
         self._summary_extras = summary_extras
         self._scenes = SceneFactory()
+        self._in_flight: FramesInFlight[list[_GatheredFrame]] = FramesInFlight()
 
     # ---- called from other threads: only enqueue ----
     def submit_command(self, payload: bytes) -> None:
@@ -161,6 +165,8 @@ class Controller:
             self._guarded(self._ensure_model)
             while True:
                 event = self._next_event()
+                if event is not None and len(self._in_flight):
+                    self._guarded(self._finish_in_flight)
                 if isinstance(event, _ShutdownEvent):
                     self._guarded(self._shutdown, event.reason)
                     return
@@ -337,6 +343,10 @@ class Controller:
         frames: list[_GatheredFrame] = []
         for item in gathered:
             camera = self.cameras[item.camera]
+            if isinstance(item.item, FeedFrame):
+                frames.append(_GatheredFrame(camera, runs[camera.name], item.item, item.waiting_since))
+                continue
+            self._finish_in_flight()  # the camera's last frames are reported before its run ends
             if isinstance(item.item, FeedFailed):
                 log.error("camera %s: source failed: %s", camera.name, item.item.error)
                 self._error(ErrorCode.SOURCE_FAILED, str(item.item.error), camera=camera.name,
@@ -344,10 +354,11 @@ class Controller:
                 self._apply(Event.SOURCE_FAILED, [camera], error=item.item.error, named=camera.name)
             elif isinstance(item.item, FeedEnded):
                 self._apply(Event.SOURCE_ENDED, [camera], named=camera.name)
-            else:
-                frames.append(_GatheredFrame(camera, runs[camera.name], item.item, item.waiting_since))
-        if frames:
-            self._infer(predictor, frames)
+        live = [frame for frame in frames if frame.camera.run is frame.run]
+        if live:
+            self._infer(predictor, live)
+        else:
+            self._finish_in_flight()  # nothing new to start: report what is running now
 
     def _max_batch(self, predictor: Predictor, running: int) -> int:
         wanted = self.config.batch_size or running
@@ -362,22 +373,42 @@ class Controller:
     def _infer(self, predictor: Predictor, frames: Sequence[_GatheredFrame]) -> None:
         for frame in frames:
             frame.run.note_ready(frame.item)
+        for batch in self._in_flight.submit(predictor, [frame.item for frame in frames], list(frames)):
+            self._finish(batch)
+
+    def _finish_in_flight(self) -> None:
+        for batch in self._in_flight.drain():
+            self._finish(batch)
+
+    def _finish(self, batch: InFlight[list[_GatheredFrame]]) -> None:
+        """Decode an ended batch and report each frame to its run; a frame whose run has ended since (an
+        inference error of an earlier batch ended it) is only counted in the log."""
+        frames = batch.tag
+        current = [frame.camera.run is frame.run for frame in frames]
+        if not all(current):
+            stale = {frame.camera.name for frame, ok in zip(frames, current) if not ok}
+            log.info("%d frame(s) inferred after their run ended, not reported (%s)", current.count(False),
+                     ", ".join(sorted(stale)))
+            if not any(current):
+                return
+        predictor = batch.predictor
         try:
-            inferred = infer_frames(predictor, [frame.item for frame in frames], [frame.run.fps for frame in frames],
-                                    self._gate, self.config.publish_detections,
-                                    [frame.waiting_since for frame in frames],
-                                    [frame.camera.spec.filters for frame in frames], self.config.publish_frames)
+            inferred = finish_frames(batch, [frame.run.fps for frame in frames], self._gate,
+                                     self.config.publish_detections, [frame.waiting_since for frame in frames],
+                                     [frame.camera.spec.filters for frame in frames], self.config.publish_frames)
         except Exception as exc:  # noqa: BLE001 - a failing model must not kill the component
             log.exception("inference failed")
             cause = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
-            cameras = [frame.camera for frame in frames]
+            cameras = [frame.camera for frame, ok in zip(frames, current) if ok]
             self._error(ErrorCode.INFERENCE_FAILED, f"inference with {predictor.info.name} failed: {cause}; "
                         "the run has stopped, send start to try again", model_loc=self.config.model_loc,
                         cause=cause, cameras=[camera.name for camera in cameras])
             self._apply(Event.INFERENCE_FAILED, cameras, error=exc,
                         named=cameras[0].name if len(cameras) == 1 else None)
             return
-        for frame, result in zip(frames, inferred):
+        for frame, result, ok in zip(frames, inferred, current):
+            if not ok:
+                continue
             self._seq += 1
             frame.run.record(result)
             track_ids = frame.run.observe(result, self._emit)

@@ -2,14 +2,16 @@
 published, finished) frames out.
 
 The controller runs it for every batch, and the benchmark worker runs the very same code, so what the
-benchmark measures is what the component does.
+benchmark measures is what the component does. Where the model runs frames side by side
+(`Predictor.concurrency` > 1), `FramesInFlight` starts the next batch before the previous one is decoded.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Generic, Mapping, Sequence, TypeVar
 
 from . import messages
 from .backends import ModelInfo
@@ -17,7 +19,7 @@ from .config import PublishFrames
 from .limits import PublishGate
 from .metrics import RollingFPS
 from .pipeline import FeedFrame
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, Submitted
 from .processing import Detections
 from .scene.filters import DetectionFilter
 
@@ -35,17 +37,69 @@ class InferredFrame:
     gather_wait_ms: float = 0.0  # from the frame being ready to its batch's inference starting
 
 
-def infer_frames(predictor: Predictor, frames: Sequence[FeedFrame], fps: Sequence[RollingFPS], gate: PublishGate,
-                 with_detections: bool, waiting_since: Sequence[float] | None = None,
-                 filters: Sequence[DetectionFilter | None] | None = None,
-                 publish_frames: PublishFrames = PublishFrames.ALL) -> list[InferredFrame]:
-    """Infer and decode `frames` as one batch where the model takes batches (`fps`: each frame's
-    camera's counter; `waiting_since`: when the batch gathering began to wait on each frame, by default
-    when it was queued); keep the detections each frame's camera's filter keeps (`filters`); make a
-    frame's segmentation polygons only when its message will carry them (their time is post-processing,
-    in the message and in the statistics alike). Model errors raise."""
-    started = time.monotonic()
-    predictions = predictor.infer_batch([frame.prepared for frame in frames])
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InFlight(Generic[T]):
+    """A batch of frames handed to the predictor, with the caller's `tag` for them."""
+
+    frames: Sequence[FeedFrame]
+    tag: T
+    predictor: Predictor
+    submitted: Submitted
+    started_at: float  # time.monotonic() when the batch was submitted
+
+
+class FramesInFlight(Generic[T]):
+    """The batches submitted and not yet finished, oldest first; at most `predictor.concurrency` frames
+    run at once. One owner thread. Every batch it returns has ended (`Submitted.wait` was called: its
+    requests are free again), to be finished by the caller with `finish_frames`, in order."""
+
+    def __init__(self) -> None:
+        self._batches: deque[InFlight[T]] = deque()
+
+    @property
+    def frames(self) -> int:
+        return sum(batch.submitted.frames for batch in self._batches)
+
+    def submit(self, predictor: Predictor, frames: Sequence[FeedFrame], tag: T) -> list[InFlight[T]]:
+        """Start `frames`; returns the earlier batches that have ended, oldest first. When the new frames
+        would exceed the predictor's concurrency, the oldest batches are waited for first."""
+        ended = []
+        while self._batches and self.frames + len(frames) > predictor.concurrency:
+            ended.append(self._ended(self._batches.popleft()))
+        submitted = predictor.submit([frame.prepared for frame in frames])
+        self._batches.append(InFlight(list(frames), tag, predictor, submitted, time.monotonic()))
+        while self._batches and self._batches[0].submitted.done():
+            ended.append(self._ended(self._batches.popleft()))
+        return ended
+
+    def drain(self) -> list[InFlight[T]]:
+        """Every batch still in flight, oldest first, once it has ended."""
+        ended = [self._ended(batch) for batch in self._batches]
+        self._batches.clear()
+        return ended
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    @staticmethod
+    def _ended(batch: InFlight[T]) -> InFlight[T]:
+        batch.submitted.wait()
+        return batch
+
+
+def finish_frames(batch: InFlight[Any], fps: Sequence[RollingFPS], gate: PublishGate, with_detections: bool,
+                  waiting_since: Sequence[float] | None = None,
+                  filters: Sequence[DetectionFilter | None] | None = None,
+                  publish_frames: PublishFrames = PublishFrames.ALL) -> list[InferredFrame]:
+    """Decode an ended batch (`fps`: each frame's camera's counter; `waiting_since`: when the batch gathering
+    began to wait on each frame, by default when it was queued); keep the detections each frame's camera's
+    filter keeps (`filters`); make a frame's segmentation polygons only when its message will carry them
+    (their time is post-processing, in the message and in the statistics alike). Model errors raise."""
+    frames, predictor, started = batch.frames, batch.predictor, batch.started_at
+    predictions = batch.submitted.predictions()
     now = time.monotonic()
     inferred = []
     since = list(waiting_since) if waiting_since is not None else [frame.ready_at for frame in frames]
@@ -61,6 +115,17 @@ def infer_frames(predictor: Predictor, frames: Sequence[FeedFrame], fps: Sequenc
         inferred.append(InferredFrame(frame, prediction, predictor.info, started, now, rate, published,
                                       prediction.batch_size, wait_ms))
     return inferred
+
+
+def infer_frames(predictor: Predictor, frames: Sequence[FeedFrame], fps: Sequence[RollingFPS], gate: PublishGate,
+                 with_detections: bool, waiting_since: Sequence[float] | None = None,
+                 filters: Sequence[DetectionFilter | None] | None = None,
+                 publish_frames: PublishFrames = PublishFrames.ALL) -> list[InferredFrame]:
+    """Infer and decode `frames` as one batch where the model takes batches, or side by side where it runs
+    frames so, waiting for all of them (see `finish_frames`). Model errors raise."""
+    in_flight: FramesInFlight[None] = FramesInFlight()
+    ended = in_flight.submit(predictor, frames, None) + in_flight.drain()
+    return finish_frames(ended[0], fps, gate, with_detections, waiting_since, filters, publish_frames)
 
 
 def filtered(prediction: Prediction, keep: DetectionFilter, frame_shape: tuple[int, int], info: ModelInfo

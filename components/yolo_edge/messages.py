@@ -47,7 +47,7 @@ def _envelope(kind: str, **fields: Any) -> dict[str, Any]:
 def model_block(info: ModelInfo) -> dict[str, Any]:
     return {"name": info.name, "format": info.format, "task": info.task,
             "input_size": list(info.input_shape), "runtime": info.runtime, "precision": info.precision,
-            "device": info.device}
+            "concurrency": info.concurrency, "device": info.device}
 
 
 def _r(value: float, digits: int = 3) -> float:

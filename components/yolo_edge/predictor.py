@@ -8,11 +8,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from . import processing
 from .backends import Backend, BackendOptions, DeviceFrames, ModelInfo, load_backend
+from .backends.base import ConcurrentBackend, InferenceJob
 from .backends.metadata import classes_from_output
 from .config import Config
 
@@ -67,6 +69,93 @@ class Prediction:
         return replace(self, result=result, postprocess_ms=self.postprocess_ms + elapsed)
 
 
+class Submitted(Protocol):
+    """Frames handed to `Predictor.submit` together."""
+
+    frames: int
+
+    def done(self) -> bool:
+        """Whether their inference has ended (never blocks)."""
+
+    def wait(self) -> None:
+        """Wait for their inference to end, keeping its outputs or its error (never raises)."""
+
+    def predictions(self) -> list[Prediction]:
+        """One Prediction per frame in order, decoded (waits first); raises the inference's error."""
+
+
+class _Inferred:
+    """Frames whose inference already ran in `submit` (one at a time, or in one batch)."""
+
+    def __init__(self, frames: int, predictions: list[Prediction] | None, error: Exception | None = None) -> None:
+        self.frames = frames
+        self._predictions = predictions
+        self._error = error
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self) -> None:
+        pass
+
+    def predictions(self) -> list[Prediction]:
+        if self._error is not None:
+            raise self._error
+        return list(self._predictions or [])
+
+
+class _SideBySide:
+    """Frames inferred side by side on a ConcurrentBackend, one job each; decoded when asked."""
+
+    def __init__(self, predictor: Predictor, backend: ConcurrentBackend, frames: list[Prepared]) -> None:
+        self.frames = len(frames)
+        self._predictor = predictor
+        self._prepared = frames
+        self._jobs: list[tuple[InferenceJob, float]] = []
+        self._outputs: list[tuple[list[np.ndarray], float]] = []  # (outputs, inference ms) of the jobs taken back
+        self._error: Exception | None = None
+        for frame in frames:
+            if len(self._jobs) - len(self._outputs) >= backend.concurrency:
+                self._take_back(len(self._outputs))  # more frames than requests: wait for this batch's oldest
+            if self._error is not None:
+                return
+            if not isinstance(frame.tensor, np.ndarray):
+                raise TypeError(f"side-by-side inference takes host tensors, got {type(frame.tensor).__name__}")
+            try:
+                self._jobs.append((backend.start(frame.tensor), time.perf_counter()))
+            except Exception as exc:  # noqa: BLE001 - reported by predictions(), like an inference error
+                self._error = exc
+                return
+
+    def _take_back(self, index: int) -> None:
+        job, started = self._jobs[index]
+        try:
+            outputs = job.outputs()
+        except Exception as exc:  # noqa: BLE001 - kept for predictions(); every job is still taken back
+            self._error = self._error or exc
+            outputs = []
+        self._outputs.append((outputs, (time.perf_counter() - started) * 1000))
+
+    def done(self) -> bool:
+        return all(job.done() for job, _ in self._jobs[len(self._outputs):])
+
+    def wait(self) -> None:
+        while len(self._outputs) < len(self._jobs):
+            self._take_back(len(self._outputs))
+
+    def predictions(self) -> list[Prediction]:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        predictions = []
+        for frame, (outputs, inference_ms) in zip(self._prepared, self._outputs):
+            start = time.perf_counter()
+            result = self._predictor.decode(outputs, frame.geometry)
+            predictions.append(Prediction(result, frame.preprocess_ms, inference_ms,
+                                          (time.perf_counter() - start) * 1000))
+        return predictions
+
+
 class Predictor:
     """Runs one backend with the shared numpy pipeline. Not thread-safe: one owner at a time, except
     that `prepare` (pure, with its own buffers) may run on another thread than `infer_and_decode`."""
@@ -81,6 +170,28 @@ class Predictor:
     @property
     def info(self) -> ModelInfo:
         return self.backend.info
+
+    @property
+    def concurrency(self) -> int:
+        """How many frames `submit` can have running at once (1: each submit runs to the end)."""
+        backend = self.backend
+        return backend.concurrency if isinstance(backend, ConcurrentBackend) else 1
+
+    def submit(self, prepared: Sequence[Prepared]) -> Submitted:
+        """Start inferring `prepared`. With a backend that runs frames side by side (`concurrency` > 1)
+        it returns once they are started, one job per frame, and the caller decodes them later with
+        `predictions()`, starting more frames meanwhile (at most `concurrency` running in all; the caller
+        keeps count). Otherwise the frames are inferred and decoded here, as by `infer_batch`. Errors are
+        raised by `predictions()`."""
+        frames = list(prepared)
+        backend = self.backend
+        if self.concurrency > 1 and isinstance(backend, ConcurrentBackend) and frames and all(
+                isinstance(frame.tensor, np.ndarray) for frame in frames):
+            return _SideBySide(self, backend, frames)
+        try:
+            return _Inferred(len(frames), self.infer_batch(frames))
+        except Exception as exc:  # noqa: BLE001 - raised again by predictions(), where side-by-side errors are
+            return _Inferred(len(frames), None, exc)
 
     def prepare(self, frame: np.ndarray, buffers: dict | None = None) -> Prepared:
         start = time.perf_counter()
@@ -229,7 +340,7 @@ def resolve_model_path(model_loc: str, environ: Mapping[str, str] = os.environ) 
 def backend_options(config: Config) -> BackendOptions:
     """What the configuration asks of a backend."""
     return BackendOptions(config.device, config.half, config.threads, config.input_size, config.task,
-                          config.runtime, config.precision)
+                          config.runtime, config.precision, config.performance)
 
 
 def load_predictor(config: Config) -> Predictor:

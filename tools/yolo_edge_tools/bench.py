@@ -145,6 +145,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default=None,
                         help="the component's config key `precision` for our rows (e.g. fp32, bf16; default: "
                              "its default)")
+    parser.add_argument("--performance", default=None,
+                        help="the component's config key `performance` for our rows: latency, throughput or auto "
+                             "(default: its default, auto)")
     parser.add_argument("--compare-ultralytics", action="store_true",
                         help="add Ultralytics' own predictor on the same model file and video, and (architecture "
                              "names, with openvino installed) on Ultralytics' own OpenVINO export of the weights")
@@ -526,22 +529,25 @@ def outcome(result: dict[str, Any]) -> str:
             + ("" if noise is None else f", others' CPU {noise:.0f}%"))
 
 
-def parse_precision(value: str | None) -> str | None:
-    """--precision checked by the component's own config parser; None: not given."""
+def parse_config_value(flag: str, key: str, value: str | None) -> str | None:
+    """`flag`'s value checked by the component's own parser of config key `key`; None: not given."""
     if value is None:
         return None
     try:
-        Config.from_mapping({"precision": value})
+        Config.from_mapping({key: value})
     except ConfigError as exc:
-        raise ConfigError("--precision", value, exc.allowed) from None
+        raise ConfigError(flag, value, exc.allowed) from None
     return value
 
 
 def runtime_label(info: dict[str, Any]) -> str:
-    """The runtime a row ran on, with its precision where the worker found one."""
+    """The runtime a row ran on, with its precision where the worker found one, and how many frames it
+    ran side by side where more than one."""
     runtime = str(info.get("runtime") or "?")
     precision = info.get("precision")
-    return runtime if not precision or str(precision) in runtime else f"{runtime}, {precision}"
+    label = runtime if not precision or str(precision) in runtime else f"{runtime}, {precision}"
+    concurrency = int(info.get("concurrency") or 1)
+    return label if concurrency <= 1 else f"{label}, {concurrency} frames at once"
 
 
 @dataclass(frozen=True)
@@ -556,6 +562,7 @@ class Options:
     runtimes: list[str] = field(default_factory=list)
     openvino_precisions: tuple[str, ...] = ("default",)
     precision: str | None = None  # the config key `precision` for our rows; None: the component's default
+    performance: str | None = None  # the config key `performance` for our rows; None: the component's default
 
     @classmethod
     def parse(cls, args: argparse.Namespace, urls: bool = False) -> Options:
@@ -565,7 +572,9 @@ class Options:
                       parse_class_bias(args.class_bias), parse_list("--runtimes", args.runtimes or default_runtime(),
                                                                     RUNTIMES),
                       tuple(parse_list("--ultralytics-openvino-precision", args.ultralytics_openvino_precision,
-                                       ULTRALYTICS_OPENVINO_PRECISIONS)), parse_precision(args.precision))
+                                       ULTRALYTICS_OPENVINO_PRECISIONS)),
+                      parse_config_value("--precision", "precision", args.precision),
+                      parse_config_value("--performance", "performance", args.performance))
         for flag, value, low in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0),
                                  ("--repeat", args.repeat, 1)):
             if value < low:
@@ -626,7 +635,8 @@ def run(args: argparse.Namespace) -> int:
         source, source_info = prepare_source(args, options.video_size, workdir)
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
                 "half": args.half, "messages": not args.no_messages,
-                **({} if options.precision is None else {"precision": options.precision})}
+                **{key: value for key, value in (("precision", options.precision),
+                                                 ("performance", options.performance)) if value is not None}}
         total = len(jobs) * args.repeat
         print(f"{len(jobs)} configurations x {args.repeat} repeat(s), {args.warmup} warm-up + {args.frames} "
               f"measured frames each, every one in its own process")
@@ -645,6 +655,7 @@ def run(args: argparse.Namespace) -> int:
         "settings": {"sizes": [list(s) for s in sizes], "frames": args.frames, "warmup": args.warmup,
                      "repeat": args.repeat, "threads": threads, "modes": modes, "bare": args.bare,
                      "runtimes": options.runtimes, "precision": options.precision,
+                     "performance": options.performance,
                      "ultralytics_openvino_precision": list(options.openvino_precisions),
                      "compare_ultralytics": args.compare_ultralytics, "messages": not args.no_messages,
                      "device": args.device, "half": args.half, "source": source_info,

@@ -263,8 +263,9 @@ def detailed_table(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def runtime_cell(config: dict[str, Any]) -> str:
-    """What ran the row, and its precision: "openvino 2026.4.1 (CPU, f32)" (asked: auto), "ultralytics
-    8.4.190 · openvino 2026.4.1 (CPU) · bf16"."""
+    """What ran the row, its precision and how many frames it ran side by side where more than one:
+    "openvino 2026.4.1 (CPU, f32) · 2 frames at once (asked: auto)", "ultralytics 8.4.190 · openvino
+    2026.4.1 (CPU) · bf16"."""
     info = config["summary"].get("info") or {}
     if not info.get("runtime"):
         return "–"
@@ -272,6 +273,9 @@ def runtime_cell(config: dict[str, Any]) -> str:
     precision = precision_of(config)
     if precision != "?" and precision not in text:
         text += f" · {precision}"
+    concurrency = int(info.get("concurrency") or 1)
+    if concurrency > 1:
+        text += f" · {concurrency} frames at once"
     asked = config.get("runtime")
     return f"{text} (asked: {asked})" if asked == "auto" else text
 

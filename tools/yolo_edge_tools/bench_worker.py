@@ -175,8 +175,8 @@ def config_for(spec: dict[str, Any], **extra: Any):
     from yolo_edge.config import Config
 
     height, width = spec["size"]
-    # runtime and precision only where asked: the component's own defaults otherwise
-    asked = {key: spec[key] for key in ("runtime", "precision") if spec.get(key)}
+    # runtime, precision and performance only where asked: the component's own defaults otherwise
+    asked = {key: spec[key] for key in ("runtime", "precision", "performance") if spec.get(key)}
     return Config.from_mapping({
         "model_loc": spec["model"], "camera_id": spec["source"], "MODEL_HEIGHT": height, "MODEL_WIDTH": width,
         "threads": spec.get("threads", 0), "device": spec.get("device", "auto"), "half": spec.get("half", False),
@@ -221,10 +221,11 @@ def load_predictor(spec: dict[str, Any]):
 
 
 def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load_predictor) -> dict[str, Any]:
-    """FrameFeeder + the controller's own per-frame step (`yolo_edge.frame_step`). Every frame is treated
-    as published: segmentation polygons are made and counted in post-processing, as the controller does
-    for a published frame; also with messages off, so post-processing stays comparable between runs."""
-    from yolo_edge.frame_step import infer_frame
+    """FrameFeeder + the controller's own per-frame step (`yolo_edge.frame_step`), with as many frames in
+    flight as the controller keeps (`FramesInFlight`). Every frame is treated as published: segmentation
+    polygons are made and counted in post-processing, as the controller does for a published frame; also
+    with messages off, so post-processing stays comparable between runs."""
+    from yolo_edge.frame_step import FramesInFlight, finish_frames
     from yolo_edge.limits import PublishGate
     from yolo_edge.metrics import RollingFPS
     from yolo_edge.pipeline import FeedEnded, FeedFailed, FrameFeeder
@@ -237,6 +238,16 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
     feeder = FrameFeeder(source, predictor.prepare).start()
     encode = _message_encoder(spec, predictor, source.description, source.live)
     fps, every_frame = RollingFPS(), PublishGate(0)
+    in_flight: FramesInFlight[None] = FramesInFlight()
+
+    def record(ended: list) -> None:
+        for batch in ended:
+            if recorder.done:
+                return
+            inferred = finish_frames(batch, [fps], every_frame, with_detections=True)[0]
+            message_ms = encode(inferred, recorder.results + 1)
+            recorder.result(_stages(inferred.prediction, message_ms), _count(inferred.prediction.result))
+
     try:
         while not recorder.done:
             item = feeder.get(FEED_TIMEOUT_S)
@@ -246,9 +257,8 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
                 raise item.error
             if isinstance(item, FeedEnded):
                 break
-            inferred = infer_frame(predictor, item, fps, every_frame, with_detections=True)
-            message_ms = encode(inferred, recorder.results + 1)
-            recorder.result(_stages(inferred.prediction, message_ms), _count(inferred.prediction.result))
+            record(in_flight.submit(predictor, [item], None))
+        record(in_flight.drain())
     finally:
         feeder.stop()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
@@ -301,6 +311,7 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
     import numpy as np
 
     from yolo_edge import processing
+    from yolo_edge.backends.base import ConcurrentBackend
     from yolo_edge.sources import open_source
 
     imported = time.time()
@@ -316,24 +327,45 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
     dtype = np.float16 if backend.info.input_dtype == "float16" else np.float32
     tensor, _ = processing.preprocess(frame, backend.info.input_shape, dtype)
     session = getattr(backend, "session", None)
-    if session is not None and hasattr(backend, "output_names"):
-        names, feed = backend.output_names, {backend.input_name: tensor}
-
-        def call() -> None:
-            session.run(names, feed)
-        what = "session.run"
+    if isinstance(backend, ConcurrentBackend) and backend.concurrency > 1:
+        what = f"backend.start ({backend.concurrency} frames at once)"
+        _bare_side_by_side(backend, tensor, recorder)
     else:
-        def call() -> None:
-            backend.infer(tensor)
-        what = "backend.infer"
-    while not recorder.done:
-        start = time.perf_counter()
-        call()
-        elapsed = (time.perf_counter() - start) * 1000
-        recorder.result({"inference": elapsed, "total": elapsed}, 0)
+        if session is not None and hasattr(backend, "output_names"):
+            names, feed = backend.output_names, {backend.input_name: tensor}
+
+            def call() -> None:
+                session.run(names, feed)
+            what = "session.run"
+        else:
+            def call() -> None:
+                backend.infer(tensor)
+            what = "backend.infer"
+        while not recorder.done:
+            start = time.perf_counter()
+            call()
+            elapsed = (time.perf_counter() - start) * 1000
+            recorder.result({"inference": elapsed, "total": elapsed}, 0)
     backend.close()
     return {"imports_s": imported - recorder.spawned_at, "load_s": loaded - imported,
             "info": model_info(backend.info), "bare_call": what}
+
+
+def _bare_side_by_side(backend, tensor, recorder: Recorder) -> None:
+    """A backend that runs frames side by side, kept full: a new job starts as soon as one is taken back
+    (its `inference` stage is each job's own time; frame ms is the time between results)."""
+    from collections import deque
+
+    jobs: deque = deque()
+    while not recorder.done:
+        while len(jobs) < backend.concurrency:
+            jobs.append((time.perf_counter(), backend.start(tensor)))
+        started, job = jobs.popleft()
+        job.outputs()
+        elapsed = (time.perf_counter() - started) * 1000
+        recorder.result({"inference": elapsed, "total": elapsed}, 0)
+    for _, job in jobs:
+        job.outputs()
 
 
 def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
@@ -435,7 +467,7 @@ def _device_path(predictor) -> dict[str, Any]:
 def model_info(info) -> dict[str, Any]:
     return {"name": info.name, "format": info.format, "task": info.task, "runtime": info.runtime,
             "precision": info.precision, "device": info.device, "input_shape": list(info.input_shape),
-            "dtype": info.input_dtype}
+            "dtype": info.input_dtype, "concurrency": info.concurrency}
 
 
 RUNNERS: dict[str, Callable[[dict[str, Any], Recorder], dict[str, Any]]] = {

@@ -11,7 +11,16 @@ import platform
 from pathlib import Path
 from typing import Sequence
 
-from .base import Backend, BackendOptions, DeviceFrames, DeviceResult, ModelInfo, ModelLoadError
+from .base import (
+    Backend,
+    BackendOptions,
+    DeviceFrames,
+    DeviceResult,
+    ModelInfo,
+    ModelLoadError,
+    OptionError,
+    checked_performance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +122,13 @@ def load_backend(path: str | Path, options: BackendOptions | None = None) -> Bac
     elif not path.is_file():
         raise ModelLoadError(str(path), "file not found" if not path.exists() else "not a regular file")
     module_name, backend_name = _module_for(path, options)
+    try:
+        performance = checked_performance(options.performance)
+    except OptionError as exc:
+        raise ModelLoadError(str(path), str(exc)) from exc
+    if performance == "throughput" and module_name != OPENVINO_MODULE:
+        raise ModelLoadError(str(path), f"config key 'performance' is 'throughput' but the {backend_name} backend "
+                             "runs one frame at a time; use auto or latency (or runtime openvino)")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

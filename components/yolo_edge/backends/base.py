@@ -17,6 +17,10 @@ SUPPORTED_TASKS = ("detect", "segment", "classify")
 # The config key `precision`: what a backend computes in. Each backend accepts the ones it can run and
 # refuses the others (ModelLoadError naming the key and value); `auto` is fp32 except where noted.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+# The config key `performance`: one frame at a time on all cores (latency), or several frames at once, each
+# on a share of the cores (throughput: more frames per second, each takes longer). `auto` is throughput
+# where the runtime can run frames side by side (OpenVINO on the CPU), else latency.
+PERFORMANCES = ("auto", "latency", "throughput")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 InputSize = Tuple[int, int]  # (height, width)
@@ -49,6 +53,7 @@ class BackendOptions:
     task: str = "auto"
     runtime: str = "onnxruntime"  # what runs an .onnx file: auto | onnxruntime | openvino | tensorrt (Config: auto)
     precision: str = "auto"  # one of PRECISIONS
+    performance: str = "auto"  # one of PERFORMANCES
 
 
 # --- checks shared by the backends' options -----------------------------------------------------------
@@ -82,6 +87,14 @@ def checked_precision(precision: str) -> str:
     if value in PRECISIONS:
         return str(value)
     raise OptionError(f"config key 'precision' is {precision!r}; expected {', '.join(PRECISIONS)}")
+
+
+def checked_performance(performance: str) -> str:
+    """The configured performance mode in lower case; raises OptionError unless one of PERFORMANCES."""
+    value = performance.strip().lower() if isinstance(performance, str) else performance
+    if value in PERFORMANCES:
+        return str(value)
+    raise OptionError(f"config key 'performance' is {performance!r}; expected {', '.join(PERFORMANCES)}")
 
 
 def precision_refusal(precision: str, why: str) -> str:
@@ -136,6 +149,7 @@ class ModelInfo:
     dynamic: bool = False  # the model accepts other input sizes
     max_batch: int = 1  # the most frames `Backend.infer` takes in one call (1: one frame at a time)
     precision: str = "fp32"  # what the model computes in: fp32 | fp16 | bf16 | int8 (TensorRT: "engine")
+    concurrency: int = 1  # frames inferred side by side (config key `performance`: throughput), 1: one at a time
 
     @property
     def num_classes(self) -> int:
@@ -189,3 +203,24 @@ class Backend(Protocol):
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+class InferenceJob(Protocol):
+    """One frame's inference started by `ConcurrentBackend.start`."""
+
+    def done(self) -> bool:
+        """Whether the inference has ended (never blocks)."""
+
+    def outputs(self) -> list[np.ndarray]:
+        """Waits for the inference and returns the model's raw outputs (raises its error). Call it once:
+        it hands the backend's request back for the next frame."""
+
+
+@runtime_checkable
+class ConcurrentBackend(Protocol):
+    """A backend that can run several frames side by side (OpenVINO in throughput mode): at most
+    `concurrency` jobs started and not yet taken back with `outputs()`."""
+
+    concurrency: int
+
+    def start(self, tensor: np.ndarray) -> InferenceJob: ...

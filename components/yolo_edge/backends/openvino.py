@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import openvino as ov
@@ -27,6 +27,7 @@ from .base import (
     OptionError,
     checked_device,
     checked_input_size,
+    checked_performance,
     checked_precision,
     checked_task,
     checked_threads,
@@ -70,6 +71,7 @@ class OpenVinoOptions:
     input_size: InputSize = (640, 640)  # (height, width) for a model with a dynamic input size
     task: str = "auto"
     precision: str = "auto"  # auto (fp32, or int8 for a quantized model) | fp32 | fp16 | bf16 | int8
+    performance: str = "auto"  # auto (= throughput) | latency | throughput
 
     @classmethod
     def from_request(cls, request: BackendOptions) -> OpenVinoOptions:
@@ -79,7 +81,8 @@ class OpenVinoOptions:
             raise OptionError(f"config key 'device' is {device!r} but config key 'runtime' chose OpenVINO, "
                               "which runs on the CPU here; use runtime onnxruntime for a GPU")
         return cls(threads=checked_threads(request.threads), input_size=checked_input_size(request.input_size),
-                   task=checked_task(request.task), precision=checked_precision(request.precision))
+                   task=checked_task(request.task), precision=checked_precision(request.precision),
+                   performance=checked_performance(request.performance))
 
 
 def resolve_precision(configured: str, quantized: bool, capabilities: Sequence[str]) -> str:
@@ -104,9 +107,11 @@ def resolve_precision(configured: str, quantized: bool, capabilities: Sequence[s
 
 
 def compile_config(options: OpenVinoOptions, precision: str = "fp32") -> dict[str, str]:
-    """The CPU plugin's properties: the precision's hint, latency (one request at a time), the
-    configured threads."""
-    config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    """The CPU plugin's properties: the precision's hint, the performance hint (latency: one request at a
+    time on all cores; throughput, also for auto: as many requests side by side as OpenVINO finds best,
+    each on a share of the cores), the configured threads (in all)."""
+    hint = "LATENCY" if options.performance == "latency" else "THROUGHPUT"
+    config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = str(options.threads)
     return config
@@ -175,7 +180,10 @@ class OpenVinoBackend:
         except Exception as exc:
             raise ModelLoadError(str(path), f"OpenVINO could not compile it for the CPU ({exc})") from exc
         self.compiled: Any = compiled
-        self.request: Any = compiled.create_infer_request()
+        # Frames run side by side on this many requests (1 under the latency hint).
+        self.concurrency = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._idle: list[Any] = []  # requests not running, made as needed up to `concurrency`
+        self._made = 0
         self.outputs = list(compiled.outputs)
         task = model_task(str(path), meta.get("task") or None, options.task, output_shapes)
         names = meta.get("names") or numbered_names(output_shapes, task)
@@ -186,7 +194,8 @@ class OpenVinoBackend:
             task=task,
             input_shape=(int(input_shape[0]), int(input_shape[1])), names=names,
             stride=int(meta.get("stride", 32)), input_dtype=str(self.input_dtype), dynamic=not fixed,
-            max_batch=1 if shape[0] is not None else MAX_BATCH, precision=self.precision)
+            max_batch=1 if shape[0] is not None else MAX_BATCH, precision=self.precision,
+            concurrency=self.concurrency)
 
     def _runtime_precision(self, compiled: Any) -> str:
         """What the compiled model reports it computes in ('f32', 'bf16', ...); 'int8' for a quantized one."""
@@ -195,19 +204,60 @@ class OpenVinoBackend:
         return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
-        if self.request is None:
+        return self.start(tensor).outputs()
+
+    def start(self, tensor: np.ndarray) -> _OpenVinoJob:
+        """Start inferring `tensor` on an idle request (the tensor is copied in, so the caller may reuse
+        it); raises RuntimeError when `concurrency` jobs are already running."""
+        if self.compiled is None:
             raise RuntimeError(f"OpenVINO backend for {self.path.name} is closed")
+        if self._idle:
+            request = self._idle.pop()
+        elif self._made < self.concurrency:
+            request = self.compiled.create_infer_request()
+            self._made += 1
+        else:
+            raise RuntimeError(f"{self.concurrency} OpenVINO inferences are already running; take one's "
+                               "outputs before starting another")
         if tensor.dtype != self.input_dtype:
             tensor = tensor.astype(self.input_dtype)
-        results = self.request.infer({0: np.ascontiguousarray(tensor)})
-        return [np.asarray(results[output]) for output in self.outputs]
+        try:
+            request.start_async({0: np.ascontiguousarray(tensor)}, share_inputs=False)
+        except Exception:
+            self._idle.append(request)
+            raise
+        return _OpenVinoJob(request, self.outputs, self._idle.append)
 
     def disable_device_frames(self) -> None:
         pass  # there is no device frame path to leave
 
     def close(self) -> None:
-        self.request = None
+        self._idle.clear()
         self.compiled = None
+
+
+class _OpenVinoJob:
+    """One frame's inference on one of the backend's requests (`OpenVinoBackend.start`)."""
+
+    def __init__(self, request: Any, outputs: list[Any], give_back: Callable[[Any], None]) -> None:
+        self._request: Any = request
+        self._outputs = outputs
+        self._give_back = give_back
+
+    def done(self) -> bool:
+        return self._request is None or bool(self._request.wait_for(0))
+
+    def outputs(self) -> list[np.ndarray]:
+        request = self._request
+        if request is None:
+            raise RuntimeError("this inference's outputs were already taken")
+        self._request = None
+        try:
+            request.wait()
+            # Copies: the request's own output memory is overwritten by the next frame it runs.
+            return [np.array(request.get_tensor(output).data) for output in self._outputs]
+        finally:
+            self._give_back(request)
 
 
 def openvino_version() -> str:
