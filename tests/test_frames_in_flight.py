@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -97,6 +98,22 @@ def test_frames_in_flight_stay_within_the_concurrency_and_come_back_in_order_wit
         np.testing.assert_allclose(ours.boxes, alone.boxes, atol=1e-2)  # type: ignore[union-attr]
         assert inferred.prediction.inference_ms > 0 and inferred.prediction.batch_size == 1
     assert sum(len(f.prediction.result) for f in finished) > 0
+
+
+def test_a_model_that_takes_batches_runs_a_batch_in_as_many_calls_as_run_at_once(
+        random_model: Callable[..., Path]) -> None:
+    model = random_model("detect", MODEL_SIZE, "onnx", dynamic=True)
+    latency, throughput = openvino(model, "latency"), openvino(model, "throughput")
+    if throughput.concurrency < 2:
+        pytest.skip("OpenVINO runs one frame at a time on this CPU")
+    frames = feed_frames(throughput, 5)
+    predictions = throughput.submit([frame.prepared for frame in frames]).predictions()
+    per_call = -(-5 // throughput.concurrency)
+    assert [p.batch_size for p in predictions] == [min(per_call, 5 - i // per_call * per_call) for i in range(5)]
+    for frame, prediction in zip(frames, predictions):
+        alone = latency.infer_and_decode(frame.prepared).result
+        assert len(prediction.result) == len(alone)
+        np.testing.assert_allclose(prediction.result.boxes, alone.boxes, atol=1e-2)  # type: ignore[union-attr]
 
 
 def test_a_runtime_that_runs_one_frame_at_a_time_finishes_each_batch_as_it_is_submitted(model: Path) -> None:

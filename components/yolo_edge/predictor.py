@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -105,24 +105,27 @@ class _Inferred:
 
 
 class _SideBySide:
-    """Frames inferred side by side on a ConcurrentBackend, one job each; decoded when asked."""
+    """Frames inferred side by side on a ConcurrentBackend: one job per group of frames (a group is one
+    batched call where the model takes batches), decoded when asked."""
 
-    def __init__(self, predictor: Predictor, backend: ConcurrentBackend, frames: list[Prepared]) -> None:
+    def __init__(self, predictor: Predictor, backend: ConcurrentBackend, frames: list[Prepared],
+                 groups: list[list[int]]) -> None:
         self.frames = len(frames)
         self._predictor = predictor
         self._prepared = frames
+        self._groups = groups
         self._jobs: list[tuple[InferenceJob, float]] = []
         self._outputs: list[tuple[list[np.ndarray], float]] = []  # (outputs, inference ms) of the jobs taken back
         self._error: Exception | None = None
-        for frame in frames:
+        for group in groups:
             if len(self._jobs) - len(self._outputs) >= backend.concurrency:
-                self._take_back(len(self._outputs))  # more frames than requests: wait for this batch's oldest
+                self._take_back(len(self._outputs))  # more groups than requests: wait for this batch's oldest
             if self._error is not None:
                 return
-            if not isinstance(frame.tensor, np.ndarray):
-                raise TypeError(f"side-by-side inference takes host tensors, got {type(frame.tensor).__name__}")
+            tensors = [cast(np.ndarray, frames[i].tensor) for i in group]  # host tensors: checked by submit
             try:
-                self._jobs.append((backend.start(frame.tensor), time.perf_counter()))
+                batch = np.concatenate(tensors) if len(tensors) > 1 else tensors[0]
+                self._jobs.append((backend.start(batch), time.perf_counter()))
             except Exception as exc:  # noqa: BLE001 - reported by predictions(), like an inference error
                 self._error = exc
                 return
@@ -147,13 +150,16 @@ class _SideBySide:
         self.wait()
         if self._error is not None:
             raise self._error
-        predictions = []
-        for frame, (outputs, inference_ms) in zip(self._prepared, self._outputs):
-            start = time.perf_counter()
-            result = self._predictor.decode(outputs, frame.geometry)
-            predictions.append(Prediction(result, frame.preprocess_ms, inference_ms,
-                                          (time.perf_counter() - start) * 1000))
-        return predictions
+        predictions: dict[int, Prediction] = {}
+        for group, (outputs, inference_ms) in zip(self._groups, self._outputs):
+            for row, index in enumerate(group):
+                frame = self._prepared[index]
+                start = time.perf_counter()
+                rows = [output[row:row + 1] for output in outputs] if len(group) > 1 else outputs
+                result = self._predictor.decode(rows, frame.geometry)
+                predictions[index] = Prediction(result, frame.preprocess_ms, inference_ms,
+                                                (time.perf_counter() - start) * 1000, len(group))
+        return [predictions[i] for i in range(self.frames)]
 
 
 class Predictor:
@@ -179,7 +185,8 @@ class Predictor:
 
     def submit(self, prepared: Sequence[Prepared]) -> Submitted:
         """Start inferring `prepared`. With a backend that runs frames side by side (`concurrency` > 1)
-        it returns once they are started, one job per frame, and the caller decodes them later with
+        it returns once they are started (split into at most `concurrency` calls, batched where the model
+        takes batches), and the caller decodes them later with
         `predictions()`, starting more frames meanwhile (at most `concurrency` running in all; the caller
         keeps count). Otherwise the frames are inferred and decoded here, as by `infer_batch`. Errors are
         raised by `predictions()`."""
@@ -187,7 +194,10 @@ class Predictor:
         backend = self.backend
         if self.concurrency > 1 and isinstance(backend, ConcurrentBackend) and frames and all(
                 isinstance(frame.tensor, np.ndarray) for frame in frames):
-            return _SideBySide(self, backend, frames)
+            # Several frames share the requests: as many batched calls as run at once, where the model
+            # takes batches (one frame a call where it does not).
+            per_call = min(self.info.max_batch, -(-len(frames) // self.concurrency))
+            return _SideBySide(self, backend, frames, _batches(frames, per_call))
         try:
             return _Inferred(len(frames), self.infer_batch(frames))
         except Exception as exc:  # noqa: BLE001 - raised again by predictions(), where side-by-side errors are
