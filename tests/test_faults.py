@@ -206,15 +206,15 @@ def test_out_of_memory_during_inference_ends_the_run_and_start_works_again(broke
 
     def loader(cfg: Config) -> Predictor:
         predictor = load_predictor(cfg)
-        real = predictor.infer_and_decode
+        real = predictor.submit
 
-        def infer(prepared):
+        def submit(prepared):  # where the controller hands frames to the model, one at a time or side by side
             if failures["left"] and predictor.backend is not None:
                 failures["left"] -= 1
                 raise MemoryError()
             return real(prepared)
 
-        predictor.infer_and_decode = infer
+        predictor.submit = submit
         return predictor
 
     with running_component(broker, base_config(model, sample_video), predictor_factory=loader) as (_c, listener):

@@ -101,7 +101,7 @@ def test_onnxruntime_loads_and_reports_precision(random_model: Callable[..., Pat
     fp32 = load_backend(random_model("detect", SIZE), BackendOptions(precision="fp32"))
     assert fp32.info.precision == "fp32"
     block = model_block(fp32.info)
-    assert block["precision"] == "fp32" and list(block)[-3:] == ["runtime", "precision", "device"]
+    assert block["precision"] == "fp32" and list(block)[-4:] == ["runtime", "precision", "concurrency", "device"]
     assert load_backend(int8_model).info.precision == "int8"
     with pytest.raises(ModelLoadError, match="config key 'precision' is 'int8' but the model is not quantized"):
         load_backend(random_model("detect", SIZE), BackendOptions(precision="int8"))

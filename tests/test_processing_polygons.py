@@ -211,7 +211,7 @@ def test_frame_message_never_publishes_pending_polygons(segment_model, monkeypat
 
 @pytest.mark.parametrize("with_messages", [True, False])
 def test_the_bench_encoder_counts_polygons_as_postprocess(segment_model, monkeypatch, with_messages):
-    predictor = predictor_for(segment_model)
+    predictor = predictor_for(segment_model, performance="latency")  # decoded by infer_and_decode, watched here
     frame = real_frames()[0]
     encode = bench_worker._message_encoder({"messages": with_messages}, predictor, "s", False)
     calls = PolygonCalls(monkeypatch, sleep_s=0.002)

@@ -19,7 +19,7 @@ from .config import PublishFrames
 from .limits import PublishGate
 from .metrics import RollingFPS
 from .pipeline import FeedFrame
-from .predictor import Prediction, Predictor, Submitted
+from .predictor import Prediction, Predictor, Submitted, failed_submission
 from .processing import Detections
 from .scene.filters import DetectionFilter
 
@@ -69,7 +69,10 @@ class FramesInFlight(Generic[T]):
         ended = []
         while self._batches and self.frames + len(frames) > predictor.concurrency:
             ended.append(self._ended(self._batches.popleft()))
-        submitted = predictor.submit([frame.prepared for frame in frames])
+        try:
+            submitted = predictor.submit([frame.prepared for frame in frames])
+        except Exception as exc:  # noqa: BLE001 - the batch's own error, raised where its frames are finished
+            submitted = failed_submission(len(frames), exc)
         self._batches.append(InFlight(list(frames), tag, predictor, submitted, time.monotonic()))
         while self._batches and self._batches[0].submitted.done():
             ended.append(self._ended(self._batches.popleft()))

@@ -162,6 +162,11 @@ class _SideBySide:
         return [predictions[i] for i in range(self.frames)]
 
 
+def failed_submission(frames: int, error: Exception) -> Submitted:
+    """A Submitted whose predictions() raises `error` (a submit that could not even start)."""
+    return _Inferred(frames, None, error)
+
+
 class Predictor:
     """Runs one backend with the shared numpy pipeline. Not thread-safe: one owner at a time, except
     that `prepare` (pure, with its own buffers) may run on another thread than `infer_and_decode`."""
@@ -201,7 +206,7 @@ class Predictor:
         try:
             return _Inferred(len(frames), self.infer_batch(frames))
         except Exception as exc:  # noqa: BLE001 - raised again by predictions(), where side-by-side errors are
-            return _Inferred(len(frames), None, exc)
+            return failed_submission(len(frames), exc)
 
     def prepare(self, frame: np.ndarray, buffers: dict | None = None) -> Prepared:
         start = time.perf_counter()

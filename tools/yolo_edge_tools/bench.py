@@ -564,6 +564,11 @@ class Options:
     precision: str | None = None  # the config key `precision` for our rows; None: the component's default
     performance: str | None = None  # the config key `performance` for our rows; None: the component's default
 
+    def config_keys(self) -> dict[str, str]:
+        """The component's config keys these options set for our rows (precision, performance) where given."""
+        return {key: value for key, value in (("precision", self.precision), ("performance", self.performance))
+                if value is not None}
+
     @classmethod
     def parse(cls, args: argparse.Namespace, urls: bool = False) -> Options:
         """`urls`: --source may also be a stream URL (rtsp://, http://...)."""
@@ -635,8 +640,7 @@ def run(args: argparse.Namespace) -> int:
         source, source_info = prepare_source(args, options.video_size, workdir)
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
                 "half": args.half, "messages": not args.no_messages,
-                **{key: value for key, value in (("precision", options.precision),
-                                                 ("performance", options.performance)) if value is not None}}
+                **options.config_keys()}
         total = len(jobs) * args.repeat
         print(f"{len(jobs)} configurations x {args.repeat} repeat(s), {args.warmup} warm-up + {args.frames} "
               f"measured frames each, every one in its own process")

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(tmp)
         source, source_info = bench.prepare_source(args, options.video_size, workdir)
         spec = {"source": source, "frames": args.frames, "warmup": args.warmup, "device": args.device,
-                "half": args.half, "messages": not args.no_messages}
+                "half": args.half, "messages": not args.no_messages, **options.config_keys()}
         print(f"{len(jobs)} configurations, {args.warmup} warm-up + {args.frames} measured frames per stream, "
               "every one in its own process")
         progress = bench.Progress(len(jobs))
