@@ -3,6 +3,7 @@ folders, the `runtime` config key and what `auto` picks. Skipped where openvino 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -368,3 +369,60 @@ def test_the_backend_imports_openvino_without_its_model_converter() -> None:
     result = subprocess.run([sys.executable, "-c", _IMPORT_SCRIPT], capture_output=True, text=True, check=True,
                             timeout=120)
     assert result.stdout.split("\n")[:4] == ["no converter", "no yaml", "True", "AttributeError"]
+
+
+def test_a_cached_model_starts_without_reading_it(random_model, openvino_folder, tmp_path, monkeypatch):
+    """The second start of a fixed-size model (ONNX or IR folder) compiles it from the cache without
+    read_model, from the facts the first start kept: the same backend, the same results. A changed file
+    or a dynamic size is read again."""
+    import openvino as ov
+
+    monkeypatch.setenv("YOLO_EDGE_CACHE_DIR", str(tmp_path / "cache"))
+    reads: list[str] = []
+    original = ov.Core.read_model
+
+    def read_model(core, model, *args, **kwargs):
+        reads.append(Path(str(model)).name)
+        return original(core, model, *args, **kwargs)
+
+    monkeypatch.setattr(ov.Core, "read_model", read_model)
+    copy = tmp_path / "model.onnx"
+    shutil.copy(random_model("detect", SIZE), copy)
+    frame = processing.preprocess(cv2.imread(str(asset_images()[0])), (SIZE, SIZE))[0]
+    for path in (copy, openvino_folder[0]):
+        first = load_backend(path, BackendOptions(runtime="openvino"))
+        second = load_backend(path, BackendOptions(runtime="openvino"))
+        assert len(reads) == 1, f"{path.name}: read once, then started from the cache"
+        assert second.info == first.info and second.input_dtype == first.input_dtype
+        for ours, theirs in zip(first.infer(frame), second.infer(frame)):
+            np.testing.assert_array_equal(ours, theirs)
+        reads.clear()
+    assert len(list((tmp_path / "cache" / "openvino" / "facts").glob("*.json"))) == 2
+
+    stat = copy.stat()  # another modification time: its kept facts no longer apply
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    load_backend(copy, BackendOptions(runtime="openvino"))
+    assert reads == ["model.onnx"]
+    dynamic = random_model("detect", SIZE, dynamic=True)
+    for _ in range(2):
+        load_backend(dynamic, BackendOptions(runtime="openvino", input_size=(SIZE, SIZE)))
+    assert reads == ["model.onnx", dynamic.name, dynamic.name]  # a dynamic size is reshaped: read each time
+
+
+def test_model_facts_that_cannot_be_used_are_ignored(random_model, tmp_path):
+    from yolo_edge.backends.openvino_facts import FOLDER, ModelFacts, load_facts, save_facts
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(random_model("detect", SIZE), model)
+    facts = ModelFacts({"task": "detect"}, [1, 3, SIZE, SIZE], [[1, 84, 2100]], False, "f32")
+    assert load_facts(tmp_path, model, "1.0") is None
+    save_facts(tmp_path, model, "1.0", facts)
+    assert load_facts(tmp_path, model, "1.0") == facts
+    assert load_facts(tmp_path, model, "2.0") is None  # another OpenVINO version
+    assert load_facts(tmp_path, tmp_path / "missing.onnx", "1.0") is None
+    (kept,) = (tmp_path / FOLDER).glob("*.json")
+    kept.write_text("{not json")
+    assert load_facts(tmp_path, model, "1.0") is None
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    save_facts(blocked, model, "1.0", facts)  # cannot be kept: no error, the next start reads the model

@@ -33,6 +33,7 @@ from .base import (
     precision_refusal,
 )
 from .metadata import model_task, numbered_names, parse_metadata
+from .openvino_facts import ModelFacts, load_facts, save_facts
 from .openvino_import import without_converter
 
 with without_converter():
@@ -152,41 +153,47 @@ class OpenVinoBackend:
         self.path = path
         model_file, raw_meta = _model_file_and_metadata(path)
         core = ov.Core()
-        try:
-            model = core.read_model(str(model_file))
-        except Exception as exc:  # OpenVINO raises RuntimeError and its own types
-            raise ModelLoadError(str(path), f"OpenVINO could not read it ({exc})") from exc
+        cache = compiled_model_cache()
+        # What reading the model tells is kept beside the compiled-model cache: a later start of a model
+        # with a fixed input size compiles it from the cache without reading it (openvino_facts).
+        facts = load_facts(cache, model_file, openvino_version()) if cache is not None else None
+        model: Any = None
+        if facts is None or not facts.fixed_size:
+            model = _read_model(core, model_file, path)
+            facts = _model_facts(model, raw_meta is None)
+        read = model is not None
         if raw_meta is None:
-            raw_meta = _framework_metadata(model)
+            raw_meta = facts.framework
         meta = parse_metadata(raw_meta)
-        shape = _dims(model.inputs[0].get_partial_shape())
+        shape = facts.input_dims
         if len(shape) != 4:
             raise ModelLoadError(str(path), f"the input has shape {shape}, expected (N, 3, H, W)")
         fixed = shape[2] is not None and shape[3] is not None
         input_shape = _input_shape(shape, meta, options.input_size)
+        output_shapes = facts.output_dims
         if not fixed:  # a dynamic size runs at one size here: compile for it (the batch stays as it is)
             model.reshape([ov.Dimension(shape[0] or -1), 3, input_shape[0], input_shape[1]])
-        output_shapes = [_dims(o.get_partial_shape()) for o in model.outputs]
+            output_shapes = [_dims(o.get_partial_shape()) for o in model.outputs]
         try:
-            self.precision = resolve_precision(options.precision, is_quantized(model), cpu_capabilities(core))
+            self.precision = resolve_precision(options.precision, facts.quantized, cpu_capabilities(core))
         except OptionError as exc:
             raise ModelLoadError(str(path), str(exc)) from exc
-        self.input_dtype = np.dtype(_DTYPES.get(model.inputs[0].get_element_type().get_type_name(), "float32"))
+        self.input_dtype = np.dtype(_DTYPES.get(facts.input_type, "float32"))
         config = compile_config(options, self.precision)
-        cache = compiled_model_cache()
         if cache is not None:
             config["CACHE_DIR"] = str(cache)
         source: Any = model
         if fixed and cache is not None:
             # From the file when it needs no reshape: then a start after the first loads the compiled
-            # model from the cache (0.1 s instead of 0.3 s for YOLOv8n 640 here). The read model is let go
+            # model from the cache (0.1 s instead of 0.3 s for YOLOv8n 640 here). A read model is let go
             # first: it would hold 12 MB (YOLOv8n) through the compile, and with it the peak.
-            source = str(model_file)
-            del model
+            source, model = str(model_file), None
         try:
             compiled = core.compile_model(source, _DEVICE, config)
         except Exception as exc:
             raise ModelLoadError(str(path), f"OpenVINO could not compile it for the CPU ({exc})") from exc
+        if read and fixed and cache is not None:
+            save_facts(cache, model_file, openvino_version(), facts)
         self.compiled: Any = compiled
         # Frames run side by side on this many requests (1 under the latency hint).
         self.concurrency = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -289,6 +296,21 @@ def _model_file_and_metadata(path: Path) -> tuple[Path, dict[str, Any] | None]:
     except (OSError, yaml.YAMLError) as exc:
         raise ModelLoadError(str(path), f"cannot read {metadata_file.name} ({exc})") from exc
     return xml_files[0], loaded if isinstance(loaded, dict) else {}
+
+
+def _read_model(core: Any, model_file: Path, path: Path) -> Any:
+    try:
+        return core.read_model(str(model_file))
+    except Exception as exc:  # OpenVINO raises RuntimeError and its own types
+        raise ModelLoadError(str(path), f"OpenVINO could not read it ({exc})") from exc
+
+
+def _model_facts(model: Any, framework: bool) -> ModelFacts:
+    """What the backend needs of a read model; `framework`: with the ONNX file's metadata."""
+    return ModelFacts(framework=_framework_metadata(model) if framework else {},
+                      input_dims=_dims(model.inputs[0].get_partial_shape()),
+                      output_dims=[_dims(o.get_partial_shape()) for o in model.outputs],
+                      quantized=is_quantized(model), input_type=model.inputs[0].get_element_type().get_type_name())
 
 
 def _framework_metadata(model: Any) -> dict[str, Any]:
