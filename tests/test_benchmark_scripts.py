@@ -48,6 +48,11 @@ SMOKE_CHECKS = {
           for variant in ("fp32", "qdq-u8", "qop-u8", "dynamic")),
         rf"\| 64x64 \| fp32, input \+-1/255 noise \| {NUMBER} \| - \| - \| - \| {NUMBER}%",
     )),
+    "openvino_performance.py": SmokeCheck("python", ("--output", "{tmp}"), (
+        r"\| input H×W \| busy processes \| latency ms/frame \| throughput ms/frame \| requests \| throughput gain \|",
+        rf"\| 64×64 \| 0 \| {NUMBER} \| {NUMBER} \| \d+ \| {NUMBER}× \|",
+        rf"\| 64×64 \| 1 \| {NUMBER} \| {NUMBER} \| \d+ \| {NUMBER}× \|",
+    )),
     "tracker_bench.py": SmokeCheck("python", (), (
         r"\| tracker \| objects \| frames \| p50 ms \| p99 ms \| max ms \| objects tracked \| id switches \|",
         rf"\| yolo-edge Tracker \| 10 \| 60 \| {NUMBER} \| {NUMBER} \| {NUMBER} \| 10 \| \d+ \|",

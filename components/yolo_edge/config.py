@@ -265,8 +265,9 @@ class Config:
         "runtime that cannot run it refuses to load"))
     performance: str = field(default="auto", metadata=_key(
         "performance", _one_of(PERFORMANCES), "'latency' (one frame at a time on all cores), 'throughput' (several "
-        "frames side by side, each on a share of the cores: more frames per second, each a little later) or "
-        "'auto' (throughput where the runtime can: OpenVINO; else latency); other runtimes refuse 'throughput'"))
+        "frames side by side, each on a share of the cores: as fast on an idle CPU, faster when other processes "
+        "use it, each result later) or 'auto' (throughput where the runtime can: OpenVINO; else latency); other "
+        "runtimes refuse 'throughput'"))
     half: bool = field(default=False, metadata=_key(
         "half", _as_bool, "FP16 inference where the backend supports it (PyTorch on CUDA)"))
     max_publish_rate: float = field(default=20.0, metadata=_key(
