@@ -355,6 +355,8 @@ class Controller:
             elif isinstance(item.item, FeedEnded):
                 self._apply(Event.SOURCE_ENDED, [camera], named=camera.name)
         live = [frame for frame in frames if frame.camera.run is frame.run]
+        if len(live) < len(frames):  # an inference error of a batch finished above ended their run
+            log.info("%d gathered frame(s) of ended runs not inferred", len(frames) - len(live))
         if live:
             self._infer(predictor, live)
         else:

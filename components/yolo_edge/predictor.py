@@ -191,10 +191,10 @@ class Predictor:
     def submit(self, prepared: Sequence[Prepared]) -> Submitted:
         """Start inferring `prepared`. With a backend that runs frames side by side (`concurrency` > 1)
         it returns once they are started (split into at most `concurrency` calls, batched where the model
-        takes batches), and the caller decodes them later with
-        `predictions()`, starting more frames meanwhile (at most `concurrency` running in all; the caller
-        keeps count). Otherwise the frames are inferred and decoded here, as by `infer_batch`. Errors are
-        raised by `predictions()`."""
+        takes batches), and the caller decodes them later with `predictions()`, starting more frames
+        meanwhile (at most `concurrency` running in all: the caller keeps count, as `FramesInFlight`
+        does). Otherwise the frames are inferred and decoded here, as by `infer_batch`. Errors are raised
+        by `predictions()`."""
         frames = list(prepared)
         backend = self.backend
         if self.concurrency > 1 and isinstance(backend, ConcurrentBackend) and frames and all(
