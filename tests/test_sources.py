@@ -209,7 +209,7 @@ def test_sources_that_cannot_be_opened_say_why():
 # ---------------------------------------------------------------------------------------------
 
 def test_stream_outage_keeps_the_component_running_and_controllable(broker, model):
-    server = MjpegServer(fps=60).start()  # faster than inference here: the newest frame must win
+    server = MjpegServer(fps=200).start()  # faster than inference here: the newest frame must win
     config = base_config(model, server.url, max_publish_rate=0)
     try:
         with running_component(broker, config) as (component, listener):
@@ -245,7 +245,7 @@ def test_stream_outage_keeps_the_component_running_and_controllable(broker, mode
             listener.send({"status": "stop"})
             summary = listener.wait_for(lambda m: m.get("type") == "summary" and m["final"], since=mark)
             assert summary["source_outages"] == 1 and summary["source_connected"] is True
-            assert summary["frames_dropped_stale"] > 0, "a 60 FPS stream outpaces inference here"
+            assert summary["frames_dropped_stale"] > 0, "a 200 FPS stream outpaces inference here"
             assert summary["frames_read"] - summary["frames"] in (0, 1)  # at most the one waiting at the stop
             listener.wait_for(is_state("idle"), since=mark)
             wait_until(lambda: server.open_clients() == 0, 5, "the component to close the stream")
