@@ -21,6 +21,7 @@ from .config_values import (
     _as_number,
     _as_str,
     _as_topic,
+    _non_empty,
     _ranged,
     as_short_name,
     decoded_json,
@@ -65,18 +66,8 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     return parse
 
 
-def _as_model_loc(key: str, value: Any) -> str:
-    text = _as_str(key, value)
-    if not text:
-        raise ConfigError(key, value, "a path to a .pt, .onnx, .engine or .trt model file")
-    return text
-
-
-def _as_source(key: str, value: Any) -> str:
-    text = _as_str(key, value)
-    if not text:
-        raise ConfigError(key, value, "a camera index, a video file, an image folder or a stream URL")
-    return text
+_as_model_loc = _non_empty("a path to a .pt, .onnx, .engine or .trt model file")
+_as_source = _non_empty("a camera index, a video file, an image folder or a stream URL")
 
 
 def _as_message_bytes(key: str, value: Any) -> int:

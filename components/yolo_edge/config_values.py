@@ -30,6 +30,17 @@ def _as_str(key: str, value: Any) -> str:
     return str(value).strip()
 
 
+def _non_empty(allowed: str) -> Callable[[str, Any], str]:
+    """A parser of text that must not be empty; `allowed` says what it should be."""
+    def parse(key: str, value: Any) -> str:
+        text = _as_str(key, value)
+        if not text:
+            raise ConfigError(key, value, allowed)
+        return text
+
+    return parse
+
+
 def _as_topic(key: str, value: Any) -> str:
     topic = _as_str(key, value)
     if not topic or "+" in topic or "#" in topic or len(topic.encode()) > 256:

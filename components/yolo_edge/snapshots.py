@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Protocol
 import cv2
 import numpy as np
 
-from .config_values import ConfigError, _as_bool, _as_str, _ranged, decoded_json, reject_unknown_keys
+from .config_values import ConfigError, _as_bool, _as_str, _non_empty, _ranged, decoded_json, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,7 @@ def _parse_events(key: str, value: Any) -> tuple[SnapshotEvent, ...]:
     return tuple(events)
 
 
-def _parse_folder(key: str, value: Any) -> str:
-    text = _as_str(key, value)
-    if not text:
-        raise ConfigError(key, value, "a non-empty folder path (relative paths are taken from the working directory)")
-    return text
+_parse_folder = _non_empty("a non-empty folder path (relative paths are taken from the working directory)")
 
 
 def _parse_bucket(key: str, value: Any) -> str:
