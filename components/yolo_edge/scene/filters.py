@@ -71,6 +71,11 @@ class DetectionFilter:
         return cls(key, _as_classes(f"{key}.classes", value.get("classes", ())),
                    as_number(f"{key}.min_score", value.get("min_score", 0.0), 0.0, 1.0), min_area, max_area)
 
+    @classmethod
+    def among(cls, key: str, value: Mapping[str, object]) -> DetectionFilter:
+        """The filter that FILTER_KEYS among a zone's or line's own keys at config path `key` give."""
+        return cls.from_mapping(key, {k: v for k, v in value.items() if k in FILTER_KEYS})
+
     @property
     def is_empty(self) -> bool:
         """True when the filter lets every detection through."""

@@ -57,7 +57,7 @@ class LineSpec:
         return cls(name, _as_segment(f"{line_key}.points", value["points"]),
                    _as_side(f"{line_key}.in", value.get("in", Side.LEFT.value)),
                    as_number(f"{line_key}.min_distance", value.get("min_distance", 0.0), 0.0, MAX_MIN_DISTANCE_PX),
-                   DetectionFilter.from_mapping(line_key, {k: v for k, v in value.items() if k in FILTER_KEYS}))
+                   DetectionFilter.among(line_key, value))
 
 
 def _as_segment(key: str, value: Any) -> tuple[tuple[float, float], tuple[float, float]]:

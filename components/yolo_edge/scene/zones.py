@@ -56,7 +56,7 @@ class ZoneSpec:
         return cls(name, _as_polygon(f"{zone_key}.points", value["points"]),
                    as_whole_number(f"{zone_key}.inertia", value.get("inertia", 3), 1, MAX_INERTIA),
                    as_number(f"{zone_key}.loitering_s", value.get("loitering_s", 0.0), 0.0, MAX_LOITERING_S),
-                   DetectionFilter.from_mapping(zone_key, {k: v for k, v in value.items() if k in FILTER_KEYS}))
+                   DetectionFilter.among(zone_key, value))
 
 
 def _as_polygon(key: str, value: Any) -> tuple[Point, ...]:
