@@ -152,13 +152,8 @@ class _SideBySide:
             raise self._error
         predictions: dict[int, Prediction] = {}
         for group, (outputs, inference_ms) in zip(self._groups, self._outputs):
-            for row, index in enumerate(group):
-                frame = self._prepared[index]
-                start = time.perf_counter()
-                rows = [output[row:row + 1] for output in outputs] if len(group) > 1 else outputs
-                result = self._predictor.decode(rows, frame.geometry)
-                predictions[index] = Prediction(result, frame.preprocess_ms, inference_ms,
-                                                (time.perf_counter() - start) * 1000, len(group))
+            frames = [self._prepared[i] for i in group]
+            predictions.update(zip(group, self._predictor.decode_call(frames, outputs, inference_ms)))
         return [predictions[i] for i in range(self.frames)]
 
 
@@ -239,10 +234,7 @@ class Predictor:
             raise TypeError(f"the host path needs a prepared tensor, got {type(tensor).__name__}")
         start = time.perf_counter()
         outputs = self.backend.infer(tensor)
-        inferred = time.perf_counter()
-        result = self.decode(outputs, prepared.geometry)
-        done = time.perf_counter()
-        return Prediction(result, prepared.preprocess_ms, (inferred - start) * 1000, (done - inferred) * 1000)
+        return self.decode_call([prepared], outputs, (time.perf_counter() - start) * 1000)[0]
 
     def infer_batch(self, prepared: Sequence[Prepared]) -> list[Prediction]:
         """`infer_and_decode` of every frame, one Prediction per frame in order, with frames of one tensor
@@ -268,17 +260,25 @@ class Predictor:
             raise TypeError("a batch takes host-prepared tensors only")
         start = time.perf_counter()
         outputs = self.backend.infer(np.concatenate(tensors))
-        inference_ms = (time.perf_counter() - start) * 1000
-        wrong = [o.shape for o in outputs if o.shape[:1] != (len(frames),)]
-        if wrong:
-            raise ValueError(f"{self.info.name}: a batch of {len(frames)} frames gave outputs of shapes {wrong}, "
-                             f"expected {len(frames)} rows each")
+        return self.decode_call(frames, outputs, (time.perf_counter() - start) * 1000)
+
+    def decode_call(self, frames: Sequence[Prepared], outputs: list[np.ndarray], inference_ms: float
+                    ) -> list[Prediction]:
+        """The outputs of one inference call on `frames` (row i is frame i when there are several), decoded
+        frame by frame: each keeps its own pre- and post-processing time and gets the call's inference time
+        and frame count."""
+        count = len(frames)
+        if count > 1:
+            wrong = [o.shape for o in outputs if o.shape[:1] != (count,)]
+            if wrong:
+                raise ValueError(f"{self.info.name}: a batch of {count} frames gave outputs of shapes {wrong}, "
+                                 f"expected {count} rows each")
         predictions = []
         for row, frame in enumerate(frames):
             decode_start = time.perf_counter()
-            result = self.decode([o[row:row + 1] for o in outputs], frame.geometry)
+            result = self.decode([o[row:row + 1] for o in outputs] if count > 1 else outputs, frame.geometry)
             postprocess_ms = (time.perf_counter() - decode_start) * 1000
-            predictions.append(Prediction(result, frame.preprocess_ms, inference_ms, postprocess_ms, len(frames)))
+            predictions.append(Prediction(result, frame.preprocess_ms, inference_ms, postprocess_ms, count))
         return predictions
 
     def _abandon_device_frames(self, error: Exception) -> None:
