@@ -23,13 +23,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from yolo_edge_tools import bench, bench_report
+from yolo_edge_tools.bench_worker import side_by_side
 
 MODES = ("latency", "throughput")
 SMOKE = {"sizes": "64", "busy": "0,1", "frames": 5, "repeat": 1,
@@ -43,18 +43,11 @@ def busy_loop() -> None:
 
 def frame_ms(backend: Any, tensor: np.ndarray, frames: int) -> float:
     """Wall ms per frame with the backend's requests kept full (one at a time under latency)."""
-    jobs: deque = deque()
-    for _ in range(backend.concurrency):  # warm-up: every request once
-        jobs.append(backend.start(tensor))
-    while jobs:
-        jobs.popleft().outputs()
+    for _ in side_by_side(backend, tensor, backend.concurrency):  # warm-up: every request once
+        pass
     start = time.perf_counter()
-    done = 0
-    while done < frames:
-        while len(jobs) < backend.concurrency and done + len(jobs) < frames:
-            jobs.append(backend.start(tensor))
-        jobs.popleft().outputs()
-        done += 1
+    for _ in side_by_side(backend, tensor, frames):
+        pass
     return (time.perf_counter() - start) * 1000 / frames
 
 

@@ -329,7 +329,8 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
     session = getattr(backend, "session", None)
     if isinstance(backend, ConcurrentBackend) and backend.concurrency > 1:
         what = f"backend.start ({backend.concurrency} frames at once)"
-        _bare_side_by_side(backend, tensor, recorder)
+        for elapsed in side_by_side(backend, tensor, recorder.warmup + recorder.frames - recorder.results):
+            recorder.result({"inference": elapsed, "total": elapsed}, 0)
     else:
         if session is not None and hasattr(backend, "output_names"):
             names, feed = backend.output_names, {backend.input_name: tensor}
@@ -351,21 +352,21 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
             "info": model_info(backend.info), "bare_call": what}
 
 
-def _bare_side_by_side(backend, tensor, recorder: Recorder) -> None:
-    """A backend that runs frames side by side, kept full: a new job starts as soon as one is taken back
-    (its `inference` stage is each job's own time; frame ms is the time between results)."""
+def side_by_side(backend, tensor, count: int) -> Iterator[float]:
+    """`count` inferences of `tensor` on a backend that runs frames side by side, its requests kept full (a
+    new job starts as soon as one is taken back); yields each job's own ms, in start order. Run it to the
+    end: every job it starts is taken back."""
     from collections import deque
 
     jobs: deque = deque()
-    while not recorder.done:
-        while len(jobs) < backend.concurrency:
+    started = 0
+    for _ in range(count):
+        while len(jobs) < backend.concurrency and started < count:
             jobs.append((time.perf_counter(), backend.start(tensor)))
-        started, job = jobs.popleft()
+            started += 1
+        began, job = jobs.popleft()
         job.outputs()
-        elapsed = (time.perf_counter() - started) * 1000
-        recorder.result({"inference": elapsed, "total": elapsed}, 0)
-    for _, job in jobs:
-        job.outputs()
+        yield (time.perf_counter() - began) * 1000
 
 
 def run_ultralytics(spec: dict[str, Any], recorder: Recorder) -> dict[str, Any]:
