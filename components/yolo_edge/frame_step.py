@@ -126,9 +126,9 @@ def infer_frames(predictor: Predictor, frames: Sequence[FeedFrame], fps: Sequenc
                  publish_frames: PublishFrames = PublishFrames.ALL) -> list[InferredFrame]:
     """Infer and decode `frames` as one batch where the model takes batches, or side by side where it runs
     frames so, waiting for all of them (see `finish_frames`). Model errors raise."""
-    in_flight: FramesInFlight[None] = FramesInFlight()
-    ended = in_flight.submit(predictor, frames, None) + in_flight.drain()
-    return finish_frames(ended[0], fps, gate, with_detections, waiting_since, filters, publish_frames)
+    started = time.monotonic()
+    batch = InFlight(list(frames), None, predictor, predictor.submit([frame.prepared for frame in frames]), started)
+    return finish_frames(batch, fps, gate, with_detections, waiting_since, filters, publish_frames)
 
 
 def filtered(prediction: Prediction, keep: DetectionFilter, frame_shape: tuple[int, int], info: ModelInfo
