@@ -54,10 +54,14 @@ def frame_ms(backend: Any, tensor: np.ndarray, frames: int) -> float:
 def measure(model: Path, size: tuple[int, int], busy_counts: list[int], frames: int, repeat: int
             ) -> list[dict[str, Any]]:
     from yolo_edge.backends import BackendOptions, load_backend
+    from yolo_edge.backends.base import InputLayout
 
     backends = {mode: load_backend(model, BackendOptions(device="cpu", runtime="openvino", performance=mode,
                                                          input_size=size)) for mode in MODES}
-    tensor = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+    random = np.random.default_rng(0)
+    tensor = (random.integers(0, 256, (1, *size, 3), dtype=np.uint8)
+              if backends["latency"].info.input_layout is InputLayout.BGR_PIXELS
+              else random.random((1, 3, *size), dtype=np.float32))
     rows = []
     for busy in busy_counts:
         hogs = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(busy)]

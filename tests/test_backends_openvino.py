@@ -224,13 +224,14 @@ def test_threads_and_batches(random_model: Callable[..., Path]) -> None:
     assert int(backend.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
     assert backend.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     assert str(backend.compiled.get_property("PERFORMANCE_HINT")).endswith("LATENCY")
-    batch = np.random.default_rng(0).random((3, 3, SIZE, SIZE), dtype=np.float32)
-    for ours, theirs in zip(backend.infer(batch), reference.infer(batch)):
+    pixels = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    planes = np.concatenate([processing.to_tensor(frame) for frame in pixels])
+    for ours, theirs in zip(backend.infer(pixels), reference.infer(planes)):
         assert ours.shape == theirs.shape
         np.testing.assert_allclose(ours, theirs, atol=0.1, rtol=1e-3)
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
-        backend.infer(batch)
+        backend.infer(pixels)
 
 
 # Run in a fresh Python that imports yolo_edge only: in the test process (torch, Ultralytics and earlier
@@ -240,7 +241,10 @@ import statistics, sys, time
 import numpy as np
 from yolo_edge.backends import BackendOptions, load_backend
 backend = load_backend(sys.argv[1], BackendOptions(device="cpu", runtime=sys.argv[2]))
-tensor = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+from yolo_edge.backends.base import InputLayout
+random = np.random.default_rng(0)
+tensor = (random.integers(0, 256, (1, 640, 640, 3), dtype=np.uint8)
+          if backend.info.input_layout is InputLayout.BGR_PIXELS else random.random((1, 3, 640, 640), dtype=np.float32))
 backend.infer(tensor)  # warm-up
 times = []
 for _ in range(20):
@@ -338,7 +342,7 @@ def test_compiled_models_are_cached_between_starts(random_model, tmp_path, monke
 
     monkeypatch.setenv("YOLO_EDGE_CACHE_DIR", str(tmp_path / "cache"))
     path = random_model("detect", 320)
-    frame = processing.preprocess(cv2.imread(str(asset_images()[0])), (320, 320))[0]
+    frame = processing.preprocess_pixels(cv2.imread(str(asset_images()[0])), (320, 320))[0]
     first = load_backend(path, BackendOptions(runtime="openvino", input_size=(320, 320)))
     cached = sorted((tmp_path / "cache" / "openvino").iterdir())
     assert cached, "the first load leaves the compiled model in the cache"
@@ -388,7 +392,7 @@ def test_a_cached_model_starts_without_reading_it(random_model, openvino_folder,
     monkeypatch.setattr(ov.Core, "read_model", read_model)
     copy = tmp_path / "model.onnx"
     shutil.copy(random_model("detect", SIZE), copy)
-    frame = processing.preprocess(cv2.imread(str(asset_images()[0])), (SIZE, SIZE))[0]
+    frame = processing.preprocess_pixels(cv2.imread(str(asset_images()[0])), (SIZE, SIZE))[0]
     for path in (copy, openvino_folder[0]):
         first = load_backend(path, BackendOptions(runtime="openvino"))
         second = load_backend(path, BackendOptions(runtime="openvino"))
@@ -398,6 +402,7 @@ def test_a_cached_model_starts_without_reading_it(random_model, openvino_folder,
             np.testing.assert_array_equal(ours, theirs)
         reads.clear()
     assert len(list((tmp_path / "cache" / "openvino" / "facts").glob("*.json"))) == 2
+    assert len(list((tmp_path / "cache" / "openvino" / "pixels").glob("*.xml"))) == 2  # the converted models
 
     stat = copy.stat()  # another modification time: its kept facts no longer apply
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import processing
 from .backends import Backend, BackendOptions, DeviceFrames, ModelInfo, load_backend
-from .backends.base import ConcurrentBackend, InferenceJob
+from .backends.base import ConcurrentBackend, InferenceJob, InputLayout
 from .backends.metadata import classes_from_output
 from .config import Config
 
@@ -215,7 +215,10 @@ class Predictor:
                 geometry = processing.letterbox_geometry(frame.shape[:2], self.info.input_shape, stride)
                 staged = self.device_frames.stage(frame, geometry, {} if buffers is None else buffers)
                 return Prepared(frame, staged, geometry, (time.perf_counter() - start) * 1000)
-            tensor, geometry = processing.preprocess(frame, self.info.input_shape, self._dtype, buffers, stride)
+            if self.info.input_layout is InputLayout.BGR_PIXELS:
+                tensor, geometry = processing.preprocess_pixels(frame, self.info.input_shape, buffers, stride)
+            else:
+                tensor, geometry = processing.preprocess(frame, self.info.input_shape, self._dtype, buffers, stride)
         return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)
 
     def infer_and_decode(self, prepared: Prepared) -> Prediction:

@@ -227,6 +227,16 @@ def to_tensor(image_bgr: np.ndarray, out: np.ndarray | None = None, dtype: type 
     return out
 
 
+def preprocess_pixels(frame: np.ndarray, input_shape: tuple[int, int], buffers: dict | None = None,
+                      stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
+    """The letterboxed BGR frame as a (1, H, W, 3) uint8 batch, for a runtime that converts it to its
+    input in its own graph; `buffers` (a dict kept by the caller) lets the letterbox be reused."""
+    buffers = {} if buffers is None else buffers
+    boxed, geo = letterbox(frame, input_shape, buffers.get("letterbox"), stride)
+    buffers["letterbox"] = boxed
+    return boxed[None], geo
+
+
 def preprocess(frame: np.ndarray, input_shape: tuple[int, int], dtype: type = np.float32,
                buffers: dict | None = None, stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
     """Letterbox + tensor conversion; `buffers` (a dict kept by the caller) lets both be reused.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Tuple, TypeVar, runtime_checkable
 
@@ -27,6 +28,14 @@ InputSize = Tuple[int, int]  # (height, width)
 # The most frames one inference call takes from a model that accepts any batch size (ONNX with a symbolic
 # batch dimension, PyTorch); the configuration's batch_size has the same ceiling.
 MAX_BATCH = 64
+
+
+class InputLayout(Enum):
+    """What a backend's `infer` takes (`Predictor.prepare` makes it so)."""
+
+    RGB_PLANES = "rgb_planes"  # (N, 3, H, W) RGB scaled to [0, 1], in ModelInfo.input_dtype
+    # (N, H, W, 3) letterboxed BGR frames as they are, uint8: the runtime converts them in its own graph
+    BGR_PIXELS = "bgr_pixels"
 
 
 class ModelLoadError(RuntimeError):
@@ -150,6 +159,7 @@ class ModelInfo:
     max_batch: int = 1  # the most frames `Backend.infer` takes in one call (1: one frame at a time)
     precision: str = "fp32"  # what the model computes in: fp32 | fp16 | bf16 | int8 (TensorRT: "engine")
     concurrency: int = 1  # frames inferred side by side (config key `performance`: throughput), 1: one at a time
+    input_layout: InputLayout = InputLayout.RGB_PLANES
 
     @property
     def num_classes(self) -> int:
@@ -187,8 +197,8 @@ class DeviceFrames(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One runtime. `infer` takes a (N, 3, H, W) tensor, 1 <= N <= `info.max_batch`, and returns the
-    model's raw outputs, N rows each."""
+    """One runtime. `infer` takes N frames in `info.input_layout` ((N, 3, H, W) planes unless it says
+    otherwise), 1 <= N <= `info.max_batch`, and returns the model's raw outputs, N rows each."""
 
     info: ModelInfo
 

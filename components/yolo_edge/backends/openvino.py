@@ -1,7 +1,8 @@
 """OpenVINO backend (CPU) for `.onnx` files and Ultralytics OpenVINO IR folders (`*_openvino_model/`).
 Imports openvino only. Runs in f32 unless the config key `precision` asks for fp16, bf16 or int8:
 OpenVINO would otherwise pick bf16 on CPUs that have it, and results would drift from ONNX Runtime's
-(README, Models: precision)."""
+(README, Models: precision). Detection and segmentation models take the letterboxed frames as they are
+and convert them in OpenVINO (openvino_pixels)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .base import (
     Backend,
     BackendOptions,
     DeviceFrames,
+    InputLayout,
     InputSize,
     ModelInfo,
     ModelLoadError,
@@ -35,6 +37,7 @@ from .base import (
 from .metadata import model_task, numbered_names, parse_metadata
 from .openvino_facts import ModelFacts, load_facts, save_facts
 from .openvino_import import without_converter
+from .openvino_pixels import keep_model, kept_model_file, takes_pixels, with_pixel_input
 
 with without_converter():
     import openvino as ov
@@ -174,20 +177,26 @@ class OpenVinoBackend:
         if not fixed:  # a dynamic size runs at one size here: compile for it (the batch stays as it is)
             model.reshape([ov.Dimension(shape[0] or -1), 3, input_shape[0], input_shape[1]])
             output_shapes = [_dims(o.get_partial_shape()) for o in model.outputs]
+        task = model_task(str(path), meta.get("task") or None, options.task, output_shapes)
         try:
             self.precision = resolve_precision(options.precision, facts.quantized, cpu_capabilities(core))
         except OptionError as exc:
             raise ModelLoadError(str(path), str(exc)) from exc
-        self.input_dtype = np.dtype(_DTYPES.get(facts.input_type, "float32"))
+        pixels = takes_pixels(facts.input_type, shape, task)
+        self.input_layout = InputLayout.BGR_PIXELS if pixels else InputLayout.RGB_PLANES
+        self.input_dtype = np.dtype(np.uint8 if pixels else _DTYPES.get(facts.input_type, "float32"))
         config = compile_config(options, self.precision)
         if cache is not None:
             config["CACHE_DIR"] = str(cache)
         source: Any = model
         if fixed and cache is not None:
-            # From the file when it needs no reshape: then a start after the first loads the compiled
-            # model from the cache (0.1 s instead of 0.3 s for YOLOv8n 640 here). A read model is let go
-            # first: it would hold 12 MB (YOLOv8n) through the compile, and with it the peak.
-            source, model = str(model_file), None
+            # From a file when it needs no reshape: then a start after the first loads the compiled model
+            # from the cache (0.1 s instead of 0.3 s for YOLOv8n 640 here). A read model is let go first: it
+            # would hold 12 MB (YOLOv8n) through the compile, and with it the peak.
+            source = _pixel_source(core, model, model_file, path, cache, read) if pixels else str(model_file)
+            model = None
+        elif pixels:
+            source = with_pixel_input(model)
         try:
             compiled = core.compile_model(source, _DEVICE, config)
         except Exception as exc:
@@ -200,7 +209,6 @@ class OpenVinoBackend:
         self._idle: list[Any] = []  # requests not running, made as needed up to `concurrency`
         self._made = 0
         self.outputs = list(compiled.outputs)
-        task = model_task(str(path), meta.get("task") or None, options.task, output_shapes)
         names = meta.get("names") or numbered_names(output_shapes, task)
         self.info = ModelInfo(
             name=path.name, format="openvino" if is_ir_folder(path) else "onnx",
@@ -209,7 +217,7 @@ class OpenVinoBackend:
             input_shape=(int(input_shape[0]), int(input_shape[1])), names=names,
             stride=int(meta.get("stride", 32)), input_dtype=str(self.input_dtype), dynamic=not fixed,
             max_batch=1 if shape[0] is not None else MAX_BATCH, precision=self.precision,
-            concurrency=self.concurrency)
+            concurrency=self.concurrency, input_layout=self.input_layout)
 
     def _runtime_precision(self, compiled: Any) -> str:
         """What the compiled model reports it computes in ('f32', 'bf16', ...); 'int8' for a quantized one."""
@@ -229,6 +237,11 @@ class OpenVinoBackend:
     def _start(self, tensor: np.ndarray, share_input: bool) -> _OpenVinoJob:
         if self.compiled is None:
             raise RuntimeError(f"OpenVINO backend for {self.path.name} is closed")
+        if self.input_layout is InputLayout.BGR_PIXELS and (
+                tensor.dtype != np.uint8 or tensor.ndim != 4 or tensor.shape[-1] != 3):
+            # A cast would run float planes as pixels without an error: say what the model takes instead.
+            raise ValueError(f"the OpenVINO model of {self.path.name} takes letterboxed BGR frames, (N, H, W, 3) "
+                             f"uint8 (its input_layout {self.input_layout.value}); got {tensor.shape} {tensor.dtype}")
         if self._idle:
             request = self._idle.pop()
         elif self._made < self.concurrency:
@@ -312,6 +325,19 @@ def _read_model(core: Any, model_file: Path, path: Path) -> Any:
         return core.read_model(str(model_file))
     except Exception as exc:  # OpenVINO raises RuntimeError and its own types
         raise ModelLoadError(str(path), f"OpenVINO could not read it ({exc})") from exc
+
+
+def _pixel_source(core: Any, model: Any, model_file: Path, path: Path, cache: Path, read: bool) -> Any:
+    """What to compile for a model that takes frames as they are (openvino_pixels): the converted model's
+    file in the cache, written when the model was read (its file is new or changed) or the file is missing;
+    the converted model itself when it cannot be kept."""
+    kept = kept_model_file(cache, model_file, openvino_version())
+    if kept is not None and not read and kept.is_file():
+        return str(kept)
+    converted = with_pixel_input(model if model is not None else _read_model(core, model_file, path))
+    if kept is not None and keep_model(converted, kept):
+        return str(kept)
+    return converted
 
 
 def _model_facts(model: Any, framework: bool) -> ModelFacts:

@@ -35,7 +35,7 @@ class ModelFacts:
         return len(self.input_dims) == 4 and self.input_dims[2] is not None and self.input_dims[3] is not None
 
 
-def _key(model_file: Path, version: str) -> list[Any] | None:
+def model_key(model_file: Path, version: str) -> list[Any] | None:
     """What a fact file belongs to; None when the model file cannot be looked at."""
     key: list[Any] = [SCHEMA, version]
     try:
@@ -47,14 +47,19 @@ def _key(model_file: Path, version: str) -> list[Any] | None:
     return key
 
 
+def key_name(key: list[Any]) -> str:
+    """The name of the files kept for `key` (without a suffix)."""
+    # crc32, not hashlib: hashlib loads OpenSSL (3.6 MB). A fact file holds its key, so a clash only costs a read.
+    return f"{zlib.crc32(json.dumps(key).encode()):08x}"
+
+
 def _fact_file(cache: Path, key: list[Any]) -> Path:
-    # crc32, not hashlib: hashlib loads OpenSSL (3.6 MB). The file holds its key, so a clash only costs a read.
-    return cache / FOLDER / f"{zlib.crc32(json.dumps(key).encode()):08x}.json"
+    return cache / FOLDER / f"{key_name(key)}.json"
 
 
 def load_facts(cache: Path, model_file: Path, version: str) -> ModelFacts | None:
     """The facts kept for this model file and OpenVINO version, None when there are none (or unreadable)."""
-    key = _key(model_file, version)
+    key = model_key(model_file, version)
     if key is None:
         return None
     path = _fact_file(cache, key)
@@ -70,7 +75,7 @@ def load_facts(cache: Path, model_file: Path, version: str) -> ModelFacts | None
 
 def save_facts(cache: Path, model_file: Path, version: str, facts: ModelFacts) -> None:
     """Keep `facts` for this model file; a cache that cannot be written only costs later starts a read."""
-    key = _key(model_file, version)
+    key = model_key(model_file, version)
     if key is None:
         return
     path = _fact_file(cache, key)
