@@ -70,6 +70,15 @@ def test_classification_keeps_its_planes(random_model) -> None:
     assert isinstance(tensor, np.ndarray) and tensor.shape == (1, 3, 224, 224) and tensor.dtype == np.float32
 
 
+def test_bf16_keeps_numpys_planes(random_model) -> None:
+    """In bf16 OpenVINO would convert the pixels in bf16 too, and move boxes against Ultralytics' own
+    export run in bf16 (tests/test_equivalence_openvino.py holds that to IoU >= 0.99)."""
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no BF16 support in OpenVINO")
+    predictor = openvino(random_model("detect", SIZE), precision="bf16")
+    assert predictor.info.input_layout is InputLayout.RGB_PLANES and predictor.info.precision == "bf16"
+
+
 def test_float_planes_are_refused_with_what_the_model_takes(random_model) -> None:
     backend = openvino(random_model("detect", SIZE)).backend
     planes = processing.preprocess(images()[0], (SIZE, SIZE))[0]

@@ -182,7 +182,7 @@ class OpenVinoBackend:
             self.precision = resolve_precision(options.precision, facts.quantized, cpu_capabilities(core))
         except OptionError as exc:
             raise ModelLoadError(str(path), str(exc)) from exc
-        pixels = takes_pixels(facts.input_type, shape, task)
+        pixels = takes_pixels(facts.input_type, shape, task, self.precision)
         self.input_layout = InputLayout.BGR_PIXELS if pixels else InputLayout.RGB_PLANES
         self.input_dtype = np.dtype(np.uint8 if pixels else _DTYPES.get(facts.input_type, "float32"))
         config = compile_config(options, self.precision)
