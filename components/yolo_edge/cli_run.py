@@ -42,8 +42,10 @@ def _greengrass_wanted(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .allocator import keep_freed_memory
     from .cli_args import build_config, mqtt_settings
 
+    keep_freed_memory()  # the frame loop's large arrays are reused instead of faulted in again each frame
     shutdown = ShutdownRequest()
     if _greengrass_wanted(args):
         from .transport import TransportError

@@ -461,8 +461,10 @@ def measure_streams(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration: `streams` cameras, each a looping copy of the spec's source, through one
     Controller with the spec's `batch_size`; its figures from the frame messages."""
     from yolo_edge import messages
+    from yolo_edge.allocator import keep_freed_memory
     from yolo_edge.controller import Controller
 
+    keep_freed_memory()  # as `yolo-edge run` does
     spawned_at = float(spec.get("spawned_at") or time.time())
     imported = time.time()
     cameras = camera_names(int(spec["streams"]))

@@ -225,12 +225,14 @@ def run_pipeline(spec: dict[str, Any], recorder: Recorder, load: Callable = load
     flight as the controller keeps (`FramesInFlight`). Every frame is treated as published: segmentation
     polygons are made and counted in post-processing, as the controller does for a published frame; also
     with messages off, so post-processing stays comparable between runs."""
+    from yolo_edge.allocator import keep_freed_memory
     from yolo_edge.frame_step import FramesInFlight, finish_frames
     from yolo_edge.limits import PublishGate
     from yolo_edge.metrics import RollingFPS
     from yolo_edge.pipeline import FeedEnded, FeedFailed, FrameFeeder
     from yolo_edge.sources import open_source
 
+    keep_freed_memory()  # as `yolo-edge run` does
     imported = time.time()
     predictor = load(spec)
     loaded = time.time()
