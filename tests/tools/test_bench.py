@@ -271,3 +271,19 @@ def test_our_rows_run_on_the_ultralytics_openvino_folder_itself(tmp_path: Path) 
     assert configs[0]["summary"]["info"]["runtime"].startswith("openvino ")
     assert [c["column"] for c in configs] == ["yolov8n OpenVINO IR", "yolov8n OpenVINO IR · bare",
                                               "yolov8n OpenVINO IR · Ultralytics"]
+
+
+def test_the_report_names_the_command_that_makes_it_again() -> None:
+    import argparse
+    import shlex
+
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    given = ["bench", "yolov8n.yaml", "--sizes", "640,480x640", "--frames", "100", "--warmup", "10", "--class-bias",
+             "none", "--repeat", "2", "--runtimes", "auto", "--performance", "latency", "--precision", "fp32",
+             "--ultralytics-openvino-precision", "default,f32", "--quiet", "10", "--device", "cpu", "--bare",
+             "--compare-ultralytics"]
+    args = parser.parse_args(given)
+    rebuilt = shlex.split(bench.command_line(args))
+    assert rebuilt[:2] == ["yolo-edge", "bench"]
+    assert parser.parse_args(rebuilt[1:]) == args  # every option given comes back, with its value
