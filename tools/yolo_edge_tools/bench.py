@@ -693,7 +693,8 @@ def command_line(args: argparse.Namespace) -> str:
                ("--class-bias", "class_bias", "-1.0"), ("--source", "source", None),
                ("--video-size", "video_size", "480x640"), ("--repeat", "repeat", 1), ("--threads", "threads", "0"),
                ("--modes", "modes", "pipeline"), ("--runtimes", "runtimes", None), ("--precision", "precision", None),
-               ("--performance", "performance", None), ("--ultralytics-openvino-precision", "ultralytics_openvino_precision", "default"),
+               ("--performance", "performance", None),
+               ("--ultralytics-openvino-precision", "ultralytics_openvino_precision", "default"),
                ("--quiet", "quiet", 0.0), ("--device", "device", "auto"), ("--streams", "streams", None))
     for flag, name, default in options:
         value = getattr(args, name)
