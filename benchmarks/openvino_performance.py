@@ -54,14 +54,12 @@ def frame_ms(backend: Any, tensor: np.ndarray, frames: int) -> float:
 def measure(model: Path, size: tuple[int, int], busy_counts: list[int], frames: int, repeat: int
             ) -> list[dict[str, Any]]:
     from yolo_edge.backends import BackendOptions, load_backend
-    from yolo_edge.backends.base import InputLayout
+    from yolo_edge.predictor import PostprocessSettings, Predictor
 
     backends = {mode: load_backend(model, BackendOptions(device="cpu", runtime="openvino", performance=mode,
                                                          input_size=size)) for mode in MODES}
-    random = np.random.default_rng(0)
-    tensor = (random.integers(0, 256, (1, *size, 3), dtype=np.uint8)
-              if backends["latency"].info.input_layout is InputLayout.BGR_PIXELS
-              else random.random((1, 3, *size), dtype=np.float32))
+    frame = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    tensor, _ = Predictor(backends["latency"], PostprocessSettings()).host_tensor(frame)
     rows = []
     for busy in busy_counts:
         hogs = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(busy)]

@@ -241,10 +241,9 @@ import statistics, sys, time
 import numpy as np
 from yolo_edge.backends import BackendOptions, load_backend
 backend = load_backend(sys.argv[1], BackendOptions(device="cpu", runtime=sys.argv[2]))
-from yolo_edge.backends.base import InputLayout
-random = np.random.default_rng(0)
-tensor = (random.integers(0, 256, (1, 640, 640, 3), dtype=np.uint8)
-          if backend.info.input_layout is InputLayout.BGR_PIXELS else random.random((1, 3, 640, 640), dtype=np.float32))
+from yolo_edge.predictor import PostprocessSettings, Predictor
+frame = np.random.default_rng(0).integers(0, 256, (640, 640, 3), dtype=np.uint8)
+tensor, _ = Predictor(backend, PostprocessSettings()).host_tensor(frame)
 backend.infer(tensor)  # warm-up
 times = []
 for _ in range(20):

@@ -215,11 +215,16 @@ class Predictor:
                 geometry = processing.letterbox_geometry(frame.shape[:2], self.info.input_shape, stride)
                 staged = self.device_frames.stage(frame, geometry, {} if buffers is None else buffers)
                 return Prepared(frame, staged, geometry, (time.perf_counter() - start) * 1000)
-            if self.info.input_layout is InputLayout.BGR_PIXELS:
-                tensor, geometry = processing.preprocess_pixels(frame, self.info.input_shape, buffers, stride)
-            else:
-                tensor, geometry = processing.preprocess(frame, self.info.input_shape, self._dtype, buffers, stride)
+            tensor, geometry = self.host_tensor(frame, buffers, stride)
         return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)
+
+    def host_tensor(self, frame: np.ndarray, buffers: dict | None = None, stride: int | None = None
+                    ) -> tuple[np.ndarray, processing.Letterbox]:
+        """`frame` letterboxed into what the backend's `infer` takes (`info.input_layout`), on the host;
+        `buffers` as for `prepare`, `stride` the minimum rectangle (processing.letterbox_geometry)."""
+        if self.info.input_layout is InputLayout.BGR_PIXELS:
+            return processing.preprocess_pixels(frame, self.info.input_shape, buffers, stride)
+        return processing.preprocess(frame, self.info.input_shape, self._dtype, buffers, stride)
 
     def infer_and_decode(self, prepared: Prepared) -> Prediction:
         """Inference and decoding of a prepared frame. A segmentation result's polygons are left pending:

@@ -310,10 +310,8 @@ def load_backend(spec: dict[str, Any]):
 
 def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_backend) -> dict[str, Any]:
     """Bare runtime calls on one preprocessed real frame, with the same backend options."""
-    import numpy as np
-
-    from yolo_edge import processing
-    from yolo_edge.backends.base import ConcurrentBackend, InputLayout
+    from yolo_edge.backends.base import ConcurrentBackend
+    from yolo_edge.predictor import PostprocessSettings, Predictor
     from yolo_edge.sources import open_source
 
     imported = time.time()
@@ -326,11 +324,7 @@ def run_bare(spec: dict[str, Any], recorder: Recorder, load: Callable = load_bac
         source.close()
     if frame is None:
         raise RuntimeError(f"source {spec['source']} has no frame")
-    if backend.info.input_layout is InputLayout.BGR_PIXELS:  # the runtime converts the frame itself
-        tensor, _ = processing.preprocess_pixels(frame, backend.info.input_shape)
-    else:
-        dtype = np.float16 if backend.info.input_dtype == "float16" else np.float32
-        tensor, _ = processing.preprocess(frame, backend.info.input_shape, dtype)
+    tensor, _ = Predictor(backend, PostprocessSettings()).host_tensor(frame)  # in the layout the backend takes
     session = getattr(backend, "session", None)
     if isinstance(backend, ConcurrentBackend) and backend.concurrency > 1:
         what = f"backend.start ({backend.concurrency} frames at once)"
