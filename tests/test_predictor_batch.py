@@ -259,6 +259,26 @@ def test_pytorch_batches_frames_of_one_shape(random_model, frames, task):
     assert min(len(p.result) for p in want) >= 5
 
 
+def test_the_bench_bare_row_feeds_pytorch_the_pipelines_rectangle(random_model, tmp_path):
+    """The bench's *bare* row times the runtime call on the tensor the pipeline gives it: for a PyTorch
+    model the smallest stride-multiple rectangle (256x320 for a 240x320 video at 320), not the whole
+    input square, so its e2e / bare ratio compares one input size."""
+    from conftest import make_video
+
+    from yolo_edge_tools import bench_worker
+
+    video = make_video(tmp_path / "wide.avi", frames=4, size=(240, 320))
+    predictor, backend = predictor_for(random_model("detect", 320, fmt="pt"))
+    recorder = bench_worker.Recorder(1, 2, 0.0)
+
+    details = bench_worker.run_bare({"source": str(video)}, recorder, load=lambda spec: backend)
+
+    assert details["bare_call"] == "backend.infer"
+    assert backend.calls == [(1, 3, 256, 320)] * 3
+    frame = cv2.VideoCapture(str(video)).read()[1]
+    assert predictor.prepare(frame).tensor.shape == (1, 3, 256, 320)
+
+
 def cpu_frame_path(backend: Backend) -> list[int]:
     """Give a CPU PyTorch backend the GPU frame path (as on CUDA), its CUDA graphs stood in for by a capture
     whose replay re-runs the forward into the captured outputs (as in test_torch_frames.py); returns the

@@ -208,20 +208,26 @@ class Predictor:
         if self.info.task == "classify":  # Ultralytics' resize + centre crop, not a letterbox
             tensor, geometry = processing.preprocess_classify(frame, self.info.input_shape, self._dtype, buffers)
         else:
-            # Models that take any shape (PyTorch) get the smallest stride-multiple rectangle, as in
-            # Ultralytics' predictor: 25% fewer pixels for a 4:3 frame at 640.
-            stride = self.info.stride if self.info.format == "pytorch" else None
             if self.device_frames is not None:
-                geometry = processing.letterbox_geometry(frame.shape[:2], self.info.input_shape, stride)
+                geometry = processing.letterbox_geometry(frame.shape[:2], self.info.input_shape,
+                                                         self.rectangle_stride)
                 staged = self.device_frames.stage(frame, geometry, {} if buffers is None else buffers)
                 return Prepared(frame, staged, geometry, (time.perf_counter() - start) * 1000)
-            tensor, geometry = self.host_tensor(frame, buffers, stride)
+            tensor, geometry = self.host_tensor(frame, buffers)
         return Prepared(frame, tensor, geometry, (time.perf_counter() - start) * 1000)
 
-    def host_tensor(self, frame: np.ndarray, buffers: dict | None = None, stride: int | None = None
+    @property
+    def rectangle_stride(self) -> int | None:
+        """The stride of the smallest rectangle a frame is letterboxed into, for models that take any
+        shape (PyTorch), as in Ultralytics' predictor: 25% fewer pixels for a 4:3 frame at 640. None:
+        the model's whole input shape."""
+        return self.info.stride if self.info.format == "pytorch" else None
+
+    def host_tensor(self, frame: np.ndarray, buffers: dict | None = None
                     ) -> tuple[np.ndarray, processing.Letterbox]:
-        """`frame` letterboxed into what the backend's `infer` takes (`info.input_layout`), on the host;
-        `buffers` as for `prepare`, `stride` the minimum rectangle (processing.letterbox_geometry)."""
+        """`frame` letterboxed into what the backend's `infer` takes (`info.input_layout`), on the host,
+        in the shape `prepare` gives it (`rectangle_stride`); `buffers` as for `prepare`."""
+        stride = self.rectangle_stride
         if self.info.input_layout is InputLayout.BGR_PIXELS:
             return processing.preprocess_pixels(frame, self.info.input_shape, buffers, stride)
         return processing.preprocess(frame, self.info.input_shape, self._dtype, buffers, stride)

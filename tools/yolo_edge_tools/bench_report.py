@@ -317,7 +317,8 @@ def markdown(report: dict[str, Any]) -> str:
              "component's own path (frame feeder thread + predictor"
              f"{', + building and encoding the frame message' if settings['messages'] else ''}). "
              "*bare* rows: the runtime's bare call (ONNX Runtime session.run; backend.infer for OpenVINO and "
-             "other formats) on one preprocessed frame with the same thread settings and runtime. *Ultralytics* "
+             "other formats) on one frame preprocessed as the pipeline does it (the same tensor shape), with the "
+             "same thread settings and runtime. *Ultralytics* "
              "rows: `YOLO(model).predict(source=video, stream=True, imgsz=...)` on the same file and video, its "
              "own `Results.speed` per stage; *OpenVINO IR · Ultralytics* rows run Ultralytics' own OpenVINO "
              "export of the same weights. The details table names the runtime and precision each row ran on.",
