@@ -107,6 +107,8 @@ def test_lifecycle_installs_into_a_venv_and_runs_over_ipc(recipe) -> None:
         # Lowercase step names, as the recipe reference writes them: nucleus lite does not see `Install`/`Run`.
         assert set(lifecycle) == {"Setenv", "install", "run"}
         assert lifecycle["Setenv"]["PYTHONUNBUFFERED"] == "1"
+        # The component's user may have no writable home: caches go under its work folder.
+        assert lifecycle["Setenv"]["YOLO_EDGE_CACHE_DIR"] == "{work:path}/cache"
         install = lifecycle["install"]
         assert install["Timeout"] >= 900
         script = install["Script"]
