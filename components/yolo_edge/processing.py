@@ -239,14 +239,14 @@ def preprocess_pixels(frame: np.ndarray, input_shape: tuple[int, int], buffers: 
 
 def preprocess(frame: np.ndarray, input_shape: tuple[int, int], dtype: type = np.float32,
                buffers: dict | None = None, stride: int | None = None) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox + tensor conversion; `buffers` (a dict kept by the caller) lets both be reused.
+    """`preprocess_pixels`' letterbox converted to RGB planes in [0, 1] (to_tensor); `buffers` (a dict kept
+    by the caller) lets both be reused.
 
     `stride` selects the minimum-rectangle letterbox (only for models with dynamic input shapes).
     """
     buffers = {} if buffers is None else buffers
-    boxed, geo = letterbox(frame, input_shape, buffers.get("letterbox"), stride)
-    buffers["letterbox"] = boxed
-    tensor = to_tensor(boxed, buffers.get("tensor"), dtype)
+    pixels, geo = preprocess_pixels(frame, input_shape, buffers, stride)
+    tensor = to_tensor(pixels[0], buffers.get("tensor"), dtype)
     buffers["tensor"] = tensor
     return tensor, geo
 

@@ -171,7 +171,7 @@ class OpenVinoBackend:
         shape = facts.input_dims
         if len(shape) != 4:
             raise ModelLoadError(str(path), f"the input has shape {shape}, expected (N, 3, H, W)")
-        fixed = shape[2] is not None and shape[3] is not None
+        fixed = facts.fixed_size
         input_shape = _input_shape(shape, meta, options.input_size)
         output_shapes = facts.output_dims
         if not fixed:  # a dynamic size runs at one size here: compile for it (the batch stays as it is)
